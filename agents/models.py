@@ -1,0 +1,79 @@
+"""How work gets done: provider credentials, role bindings, worker liveness."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from agents.providers.registry import ProviderKind
+from billing.models import CatalogModel
+from office.models import Role
+
+
+class Credential(models.Model):
+    """An office's own key for one provider (bring your own key).
+
+    The secret is Fernet-encrypted (agents.secrets); only its last four characters are
+    kept in clear, for people to tell keys apart.
+    """
+
+    label = models.CharField(max_length=100, unique=True)
+    provider = models.CharField(max_length=20, choices=ProviderKind.choices)
+    base_url = models.URLField(
+        max_length=300,
+        blank=True,
+        help_text="Leave blank for the provider's public endpoint.",
+    )
+    secret_encrypted = models.TextField(editable=False)
+    secret_last4 = models.CharField(max_length=4, editable=False)
+    is_simulated = models.BooleanField(
+        default=False,
+        help_text="Points at the sandbox provider: answers are simulated, not a real model.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["label"]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.get_provider_display()}, ····{self.secret_last4})"
+
+    @property
+    def masked_secret(self) -> str:
+        return f"····{self.secret_last4}" if self.secret_last4 else "(none)"
+
+
+class RoleBinding(models.Model):
+    """Which model, through which credential, answers a role's tasks."""
+
+    role = models.OneToOneField(Role, on_delete=models.CASCADE, related_name="binding")
+    model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="bindings")
+    credential = models.ForeignKey(Credential, on_delete=models.PROTECT, related_name="bindings")
+    upstream_model = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text=(
+            "Model name sent to the provider. Blank: the catalog id for OpenRouter and "
+            "the sandbox, the part after the vendor prefix for a direct provider."
+        ),
+    )
+    max_tokens = models.PositiveIntegerField(
+        default=1024, help_text="Upper bound on output tokens per call."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.role} → {self.model} via {self.credential.label}"
+
+
+class WorkerHeartbeat(models.Model):
+    """One row per live worker process; the sweeper requeues tasks of silent workers."""
+
+    worker_id = models.CharField(max_length=200, unique=True)
+    hostname = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.worker_id

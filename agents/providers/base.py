@@ -1,0 +1,83 @@
+"""The small interface every provider adapter implements, and its one error type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from billing.pricing import TokenUsage
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "user" or "assistant"; the system prompt travels in ChatRequest.system
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str  # the name the provider expects
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int
+    system: str = ""
+    # Our id for this call, sent as a header so the provider's logs can be matched to the
+    # ledger (the sandbox provider records it).
+    call_id: str = ""
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    text: str
+    usage: TokenUsage | None  # None: the provider reported no usage (billing estimates it)
+    reported_cost: Decimal | None = None  # the provider's own figure (OpenRouter usage.cost)
+    model: str = ""  # the model the provider says answered
+    finish_reason: str = ""
+    provider_request_id: str = ""
+    raw_usage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom to call: base URL and the decrypted key (never logged)."""
+
+    base_url: str
+    api_key: str
+
+    def __repr__(self) -> str:  # keep the key out of tracebacks and debug output
+        return f"Endpoint(base_url={self.base_url!r}, api_key='***')"
+
+
+class ProviderError(Exception):
+    """A call that did not produce a result.
+
+    `permanent` says whether trying again can help: 400/401/403/404 cannot, 408/429/5xx,
+    timeouts and connection errors can. `retry_after` is the provider's own hint, seconds.
+    `reached_provider` is False when the request never left (connection refused, DNS):
+    nothing can have been billed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        reached_provider: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.reached_provider = reached_provider
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Adapter(Protocol):
+    """One wire format. `complete` returns a ChatResult or raises ProviderError."""
+
+    def complete(self, *, endpoint: Endpoint, request: ChatRequest) -> ChatResult: ...

@@ -1,0 +1,139 @@
+"""The office domain: roles, the tasks people and programs give them, API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from office.fields import money_field
+
+
+class Role(models.Model):
+    """A job in the office (coder, researcher, ...). Which model does it lives in `agents`."""
+
+    slug = models.SlugField(
+        max_length=50,
+        unique=True,
+        validators=[RegexValidator(r"^[a-z][a-z0-9-]*$", "lowercase letters, digits, dashes")],
+        help_text="Stable name used by the API, e.g. 'coder'.",
+    )
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    system_prompt = models.TextField(
+        blank=True, help_text="Sent before every task of this role (a cacheable prefix)."
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TaskStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    OVER_BUDGET = "over_budget", "Over budget"
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.OVER_BUDGET})
+
+
+class Task(models.Model):
+    """One piece of work for a role. Totals are kept here by billing, for display."""
+
+    role = models.ForeignKey(Role, on_delete=models.PROTECT, related_name="tasks")
+    title = models.CharField(max_length=200, blank=True)
+    prompt = models.TextField()
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(
+        max_length=20, choices=TaskStatus.choices, default=TaskStatus.QUEUED, db_index=True
+    )
+    result = models.TextField(blank=True)
+    error = models.TextField(blank=True, help_text="Why the task failed, in words.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="roster_tasks",
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Which worker holds the task while it runs, and how often it was claimed: a task
+    # whose worker died is requeued by the sweeper, a bounded number of times.
+    claimed_by = models.CharField(max_length=200, blank=True)
+    executions = models.PositiveSmallIntegerField(default=0)
+    # Totals, kept by billing as calls settle (office only shows them).
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost = money_field(default=0)
+    provider_calls = models.PositiveIntegerField(default=0)
+    model_label = models.CharField(max_length=200, blank=True, help_text="Model that answered.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "dispatched_at"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.title or self.prompt[:40]}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+def _hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A per-agent API token. Only its SHA-256 is stored; the token is shown once."""
+
+    PREFIX = "rst_"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, help_text="Which program uses this token.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    key_hint = models.CharField(max_length=16, editable=False, help_text="First characters.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key_hint}…)"
+
+    @classmethod
+    def new_raw_key(cls) -> str:
+        return cls.PREFIX + secrets.token_urlsafe(32)
+
+    def set_key(self, raw: str) -> None:
+        self.key_hash = _hash_token(raw)
+        self.key_hint = raw[:10]
+
+    @classmethod
+    def hash_of(cls, raw: str) -> str:
+        return _hash_token(raw)
+
+    def is_usable(self, *, now: timezone.datetime | None = None) -> bool:
+        now = now or timezone.now()
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > now

@@ -1,0 +1,238 @@
+"""Settings for Roster, read once from the environment with django-environ.
+
+Every variable is listed with a comment in `.env.example`. The defaults give the embedded
+office: SQLite (WAL) and a broker kept in a SQLite file, so nothing needs installing.
+`DATABASE_URL` and `CELERY_BROKER_URL` switch to PostgreSQL and Redis.
+See https://django-environ.readthedocs.io/ for the URL formats.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from celery.schedules import schedule
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# Where the embedded office keeps its files: the SQLite database, the broker file, the
+# credential encryption key and beat's schedule.
+VAR_DIR = Path(env.str("ROSTER_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. `make run` writes one into .env; in production "
+            "set it in the environment."
+        )
+    SECRET_KEY = "insecure-dev-only-key"  # noqa: S105 - only reachable with DJANGO_DEBUG=true
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "office",
+    "billing",
+    "agents",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "office.urls"
+WSGI_APPLICATION = "office.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'roster.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets the web process read while the worker writes; IMMEDIATE transactions take
+        # the write lock up front, so two writers queue on the busy timeout instead of
+        # failing with "database is locked" when a read transaction tries to upgrade.
+        "timeout": env.int("ROSTER_SQLITE_BUSY_TIMEOUT", default=30),
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+    }
+    # Tests run against a file so that worker processes share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-roster.sqlite3")}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("ROSTER_DB_CONN_MAX_AGE", default=0))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "office:task_list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("ROSTER_TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- Celery -------------------------------------------------------------------------------
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+CELERY_BROKER_URL = env.str(
+    "CELERY_BROKER_URL", default=f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}"
+)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message at a time per slot: a dying worker then holds as few messages as possible.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Provider calls are bounded: each attempt has a timeout, retries are counted, and the
+# waits between them are capped. The hard limit sits above that worst case, and the
+# broker's visibility timeout above the hard limit, so Redis never redelivers a message
+# whose task is still legitimately running.
+ROSTER_PROVIDER_TIMEOUT = env.float("ROSTER_PROVIDER_TIMEOUT", default=120.0)
+ROSTER_PROVIDER_CONNECT_TIMEOUT = env.float("ROSTER_PROVIDER_CONNECT_TIMEOUT", default=10.0)
+ROSTER_PROVIDER_MAX_ATTEMPTS = env.int("ROSTER_PROVIDER_MAX_ATTEMPTS", default=3)
+ROSTER_RETRY_MAX_WAIT = env.float("ROSTER_RETRY_MAX_WAIT", default=30.0)
+_worst_case = ROSTER_PROVIDER_MAX_ATTEMPTS * (ROSTER_PROVIDER_TIMEOUT + ROSTER_RETRY_MAX_WAIT)
+CELERY_TASK_TIME_LIMIT = env.int("ROSTER_TASK_TIME_LIMIT", default=int(_worst_case) + 60)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int(
+    "ROSTER_TASK_SOFT_TIME_LIMIT", default=CELERY_TASK_TIME_LIMIT - 30
+)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int(
+        "ROSTER_BROKER_VISIBILITY_TIMEOUT", default=CELERY_TASK_TIME_LIMIT + 300
+    ),
+    # The embedded SQLite broker is polled; a short interval keeps task pickup snappy.
+    "polling_interval": env.float("ROSTER_BROKER_POLLING_INTERVAL", default=0.2),
+}
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        "ROSTER_BROKER_VISIBILITY_TIMEOUT must be above the task hard time limit "
+        f"({CELERY_TASK_TIME_LIMIT}s), or Redis would redeliver running tasks."
+    )
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# Worker liveness: every worker process writes a heartbeat; a running task whose worker has
+# been silent for ROSTER_WORKER_STALE_AFTER seconds is requeued by the sweeper (beat).
+ROSTER_WORKER_HEARTBEAT_INTERVAL = env.float("ROSTER_WORKER_HEARTBEAT_INTERVAL", default=10.0)
+ROSTER_WORKER_STALE_AFTER = env.float("ROSTER_WORKER_STALE_AFTER", default=60.0)
+ROSTER_SWEEP_INTERVAL = env.float("ROSTER_SWEEP_INTERVAL", default=30.0)
+# A queued task whose message has not been picked up this long is dispatched again (the
+# embedded broker does not redeliver messages taken by a worker that died).
+ROSTER_REDISPATCH_AFTER = env.float("ROSTER_REDISPATCH_AFTER", default=600.0)
+# How often a task may be requeued after its worker died before it is failed.
+ROSTER_MAX_EXECUTIONS = env.int("ROSTER_MAX_EXECUTIONS", default=3)
+
+# Periodic schedules live here, in one place.
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stale-tasks": {
+        "task": "agents.tasks.sweep_stale_tasks",
+        "schedule": schedule(ROSTER_SWEEP_INTERVAL),
+    },
+}
+
+# --- Roster -------------------------------------------------------------------------------
+# Fernet keys for provider secrets, newest first (rotation: prepend a new key, run
+# `manage.py rotate_secrets`, then drop the old one). When unset, the key file below is
+# used; `make run` creates it on first start.
+ROSTER_FERNET_KEYS = env.list("ROSTER_FERNET_KEYS", default=[])
+ROSTER_FERNET_KEY_FILE = Path(
+    env.str("ROSTER_FERNET_KEY_FILE", default=str(VAR_DIR / "fernet.key"))
+)
+
+ROSTER_MAX_PROMPT_CHARS = env.int("ROSTER_MAX_PROMPT_CHARS", default=100_000)
+ROSTER_DEFAULT_MAX_TOKENS = env.int("ROSTER_DEFAULT_MAX_TOKENS", default=1024)
+ROSTER_MAX_TOKENS_LIMIT = env.int("ROSTER_MAX_TOKENS_LIMIT", default=32_768)
+ROSTER_HTTP_MAX_CONNECTIONS = env.int("ROSTER_HTTP_MAX_CONNECTIONS", default=500)
+
+# The bundled OpenRouter catalog snapshot, used by the demo seed and offline syncs.
+ROSTER_CATALOG_SNAPSHOT = BASE_DIR / "billing" / "data" / "openrouter-models-2026-06.json"
+ROSTER_OPENROUTER_MODELS_URL = env.str(
+    "ROSTER_OPENROUTER_MODELS_URL", default="https://openrouter.ai/api/v1/models"
+)
+# Where the demo's sandbox provider listens.
+ROSTER_SANDBOX_URL = env.str("ROSTER_SANDBOX_URL", default="http://127.0.0.1:8765")
+
+# Checks run before a task is accepted, so that a task for a role that cannot run is
+# refused at the door. Pluggable (like AUTH_PASSWORD_VALIDATORS) so that `office` does not
+# import the apps that know how a role runs.
+ROSTER_TASK_SUBMIT_CHECKS = ["agents.selectors.role_check_runnable"]
+
+# --- API ----------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["office.api.authentication.ApiTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "EXCEPTION_HANDLER": "office.api.errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- Logging ------------------------------------------------------------------------------
+LOG_LEVEL = env.str("ROSTER_LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_secrets": {"()": "agents.redaction.RedactSecretsFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_secrets"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # httpx logs every request line at INFO; that is noise at our volumes.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
+}
