@@ -64,8 +64,10 @@ class ModelPrice(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(
-                    *[Q(**{f"{kind}__isnull": True}) | Q(**{f"{kind}__gte": 0})
-                      for kind in PRICE_KINDS]
+                    *[
+                        Q(**{f"{kind}__isnull": True}) | Q(**{f"{kind}__gte": 0})
+                        for kind in PRICE_KINDS
+                    ]
                 ),
                 name="modelprice_non_negative",
             ),
@@ -83,6 +85,13 @@ class UsageStatus(models.TextChoices):
     SETTLED = "settled", "Settled"  # the provider answered and reported usage
     FAILED = "failed", "Failed"  # the provider refused or errored: nothing to bill
     ESTIMATED = "estimated", "Estimated"  # the worker died mid-call: usage estimated
+
+
+class PricingBasis(models.TextChoices):
+    COMPUTED = "computed", "Computed from usage and prices"
+    REPORTED = "reported", "Provider reported its cost (ours kept too)"
+    ESTIMATED = "estimated", "Usage missing: estimated from text length"
+    UNPRICED = "unpriced", "Model has no price: cost unknown, not zero"
 
 
 class Usage(models.Model):
@@ -107,6 +116,11 @@ class Usage(models.Model):
     status = models.CharField(
         max_length=10, choices=UsageStatus.choices, default=UsageStatus.PENDING, db_index=True
     )
+    basis = models.CharField(max_length=10, choices=PricingBasis.choices, blank=True)
+    # Written when the call opens: the input estimate and the output bound, so a call
+    # whose worker died can still be priced at its worst case.
+    estimated_input_tokens = models.PositiveBigIntegerField(default=0)
+    max_output_tokens = models.PositiveIntegerField(default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cached_input_tokens = models.PositiveBigIntegerField(default=0)

@@ -162,7 +162,9 @@ def cost_breakdown(usage: TokenUsage, prices: UnitPrices) -> CostBreakdown:
     """
     if not prices.is_priced:
         raise PricingError("the model has no input/output price (unpriced or variable)")
-    assert prices.prompt is not None and prices.completion is not None
+    prompt, completion = prices.prompt, prices.completion
+    assert prompt is not None
+    assert completion is not None
 
     def charge(count: int, price: Decimal | None, fallback: Decimal) -> Decimal:
         if count == 0:
@@ -170,11 +172,11 @@ def cost_breakdown(usage: TokenUsage, prices: UnitPrices) -> CostBreakdown:
         return money_mul(price if price is not None else fallback, count)
 
     return CostBreakdown(
-        input=charge(usage.uncached_input_tokens, prices.prompt, prices.prompt),
-        cached_input=charge(usage.cached_input_tokens, prices.input_cache_read, prices.prompt),
-        cache_write=charge(usage.cache_write_tokens, prices.input_cache_write, prices.prompt),
-        output=charge(usage.visible_output_tokens, prices.completion, prices.completion),
-        reasoning=charge(usage.reasoning_tokens, prices.internal_reasoning, prices.completion),
+        input=charge(usage.uncached_input_tokens, prompt, prompt),
+        cached_input=charge(usage.cached_input_tokens, prices.input_cache_read, prompt),
+        cache_write=charge(usage.cache_write_tokens, prices.input_cache_write, prompt),
+        output=charge(usage.visible_output_tokens, completion, completion),
+        reasoning=charge(usage.reasoning_tokens, prices.internal_reasoning, completion),
         request=charge(usage.requests, prices.request, ZERO),
         images=charge(usage.images, prices.image, ZERO),
         web_search=charge(usage.web_searches, prices.web_search, ZERO),

@@ -32,7 +32,7 @@ if not SECRET_KEY:
             "DJANGO_SECRET_KEY is not set. `make run` writes one into .env; in production "
             "set it in the environment."
         )
-    SECRET_KEY = "insecure-dev-only-key"  # noqa: S105 - only reachable with DJANGO_DEBUG=true
+    SECRET_KEY = "insecure-dev-only-key"
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -178,12 +178,8 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Roster -------------------------------------------------------------------------------
 # Fernet keys for provider secrets, newest first (rotation: prepend a new key, run
-# `manage.py rotate_secrets`, then drop the old one). When unset, the key file below is
-# used; `make run` creates it on first start.
+# `manage.py rotate_secrets`, then drop the old one). `make run` writes one into .env.
 ROSTER_FERNET_KEYS = env.list("ROSTER_FERNET_KEYS", default=[])
-ROSTER_FERNET_KEY_FILE = Path(
-    env.str("ROSTER_FERNET_KEY_FILE", default=str(VAR_DIR / "fernet.key"))
-)
 
 ROSTER_MAX_PROMPT_CHARS = env.int("ROSTER_MAX_PROMPT_CHARS", default=100_000)
 ROSTER_DEFAULT_MAX_TOKENS = env.int("ROSTER_DEFAULT_MAX_TOKENS", default=1024)

@@ -1,5 +1,21 @@
-import os
+"""Shared fixtures. Test settings (environment defaults) live in office/settings_test.py."""
 
-# Tests run with a fixed Fernet key and debug settings unless the caller set them.
-os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production")
-os.environ.setdefault("ROSTER_FERNET_KEYS", "x4SWdW0nE9qRk1a5ub8UTSSTvPDkA7zdeXtXwEbx1Xs=")
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def process_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("process-logs")
+
+
+@pytest.fixture(scope="session")
+def sandbox(process_log_dir: Path) -> Iterator["Sandbox"]:  # noqa: F821
+    """The sandbox provider as a real process on a free loopback port."""
+    from tests.processes import Sandbox
+
+    box = Sandbox(process_log_dir)
+    yield box
+    box.process.stop()

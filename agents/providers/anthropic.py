@@ -1,0 +1,105 @@
+"""Anthropic Messages API (version 2023-06-01)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.providers.base import ChatRequest, ChatResult, Endpoint
+from agents.providers.http import (
+    api_url,
+    call_headers,
+    json_object,
+    malformed_answer,
+    post_json,
+    provider_label,
+    token_count,
+    usage_or_none,
+)
+from billing.pricing import TokenUsage
+
+WIRE = "Anthropic-compatible"
+API_VERSION = "2023-06-01"
+
+
+def messages_payload(request: ChatRequest) -> dict[str, Any]:
+    """Return the JSON body of a Messages request."""
+    payload: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+    }
+    if request.system:
+        # A role's system prompt is the same on every call: marking it as a cache
+        # breakpoint makes repeat calls read it at the cache price (prompts shorter than
+        # the model's minimum are simply not cached).
+        payload["system"] = [
+            {"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}
+        ]
+    return payload
+
+
+def parse_token_usage(usage: dict[str, Any]) -> TokenUsage:
+    """Normalise an Anthropic usage object.
+
+    Anthropic's input_tokens leaves out cache reads and cache writes; ours counts every
+    prompt token. Thinking is billed as output and not split out, so reasoning stays 0.
+    Raises ValueError or PricingError for unreadable counts.
+    """
+    cache_read = token_count(usage.get("cache_read_input_tokens"))
+    cache_write = token_count(usage.get("cache_creation_input_tokens"))
+    server_tools = json_object(usage.get("server_tool_use"))
+    return TokenUsage(
+        input_tokens=token_count(usage.get("input_tokens")) + cache_read + cache_write,
+        output_tokens=token_count(usage.get("output_tokens")),
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        web_searches=token_count(server_tools.get("web_search_requests")),
+    )
+
+
+def parse_message(data: dict[str, Any], *, provider_label: str, secret: str) -> ChatResult:
+    """Return the ChatResult of a Messages answer: the text blocks, joined.
+
+    Raises a retryable ProviderError when the answer has no content list.
+    """
+    content = data.get("content")
+    if not isinstance(content, list):
+        raise malformed_answer(provider_label, "the answer has no content", secret=secret)
+    # Thinking, tool-use and other block types are not part of the answer text.
+    text = "".join(
+        str(block.get("text", ""))
+        for block in content
+        if isinstance(block, dict) and block.get("type") == "text"
+    )
+    raw_usage = json_object(data.get("usage"))
+    return ChatResult(
+        text=text,
+        usage=usage_or_none(parse_token_usage, raw_usage, provider_label=provider_label),
+        model=str(data.get("model") or ""),
+        finish_reason=str(data.get("stop_reason") or ""),
+        provider_request_id=str(data.get("id") or ""),
+        raw_usage=raw_usage,
+    )
+
+
+class AnthropicAdapter:
+    """POST {base_url}/v1/messages with an x-api-key."""
+
+    def complete(self, *, endpoint: Endpoint, request: ChatRequest) -> ChatResult:
+        """Return the provider's answer. Raises ProviderError (see agents.providers.http)."""
+        label = provider_label(endpoint.base_url, wire=WIRE)
+        response = post_json(
+            api_url(endpoint.base_url, "messages", version="v1"),
+            headers={
+                "x-api-key": endpoint.api_key,
+                "anthropic-version": API_VERSION,
+                **call_headers(request.call_id),
+            },
+            payload=messages_payload(request),
+            provider_label=label,
+            secret=endpoint.api_key,
+        )
+        return parse_message(response.data, provider_label=label, secret=endpoint.api_key)
+
+
+ADAPTER = AnthropicAdapter()

@@ -1,0 +1,127 @@
+"""Google Gemini generateContent (v1beta)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from agents.providers.base import ChatRequest, ChatResult, Endpoint
+from agents.providers.http import (
+    api_url,
+    call_headers,
+    json_object,
+    malformed_answer,
+    post_json,
+    provider_error,
+    provider_label,
+    token_count,
+    usage_or_none,
+)
+from billing.pricing import TokenUsage
+
+WIRE = "Gemini-compatible"
+API_VERSION = "v1beta"
+# Gemini names the assistant side of a conversation "model".
+ROLES = {"user": "user", "assistant": "model"}
+
+
+def generate_url(base_url: str, model: str) -> str:
+    """Return the generateContent URL for a model ("gemini-2.5-flash" or "models/...")."""
+    if model.startswith(("models/", "tunedModels/")):
+        kind, _, name = model.partition("/")
+    else:
+        kind, name = "models", model
+    # Quoted so that a model name can never reach another path of the API.
+    resource = f"{kind}/{quote(name, safe='')}"
+    return api_url(base_url, f"{resource}:generateContent", version=API_VERSION)
+
+
+def generate_payload(request: ChatRequest) -> dict[str, Any]:
+    """Return the JSON body of a generateContent request."""
+    payload: dict[str, Any] = {
+        "contents": [
+            {"role": ROLES.get(m.role, m.role), "parts": [{"text": m.content}]}
+            for m in request.messages
+        ],
+        "generationConfig": {"maxOutputTokens": request.max_tokens},
+    }
+    if request.system:
+        payload["systemInstruction"] = {"parts": [{"text": request.system}]}
+    return payload
+
+
+def parse_token_usage(usage: dict[str, Any]) -> TokenUsage:
+    """Normalise Gemini usageMetadata.
+
+    promptTokenCount already includes cached tokens but not tool-use prompt tokens;
+    candidatesTokenCount leaves out thoughts, which are billed as output.
+    Raises ValueError or PricingError for unreadable counts.
+    """
+    thoughts = token_count(usage.get("thoughtsTokenCount"))
+    return TokenUsage(
+        input_tokens=token_count(usage.get("promptTokenCount"))
+        + token_count(usage.get("toolUsePromptTokenCount")),
+        output_tokens=token_count(usage.get("candidatesTokenCount")) + thoughts,
+        cached_input_tokens=token_count(usage.get("cachedContentTokenCount")),
+        reasoning_tokens=thoughts,
+    )
+
+
+def parse_generate_response(
+    data: dict[str, Any], *, provider_label: str, secret: str
+) -> ChatResult:
+    """Return the ChatResult of a generateContent answer (thought parts left out).
+
+    Raises a permanent ProviderError when the prompt was blocked (the same prompt is
+    blocked again), a retryable one when the answer has no candidates for no stated reason.
+    A candidate stopped for safety comes back with its finishReason and whatever text it has.
+    """
+    candidates = data.get("candidates")
+    if not isinstance(candidates, list) or not candidates:
+        feedback = json_object(data.get("promptFeedback"))
+        reason = feedback.get("blockReason")
+        if reason:
+            explanation = feedback.get("blockReasonMessage")
+            suffix = f" ({explanation})" if isinstance(explanation, str) and explanation else ""
+            raise provider_error(
+                f"{provider_label}: blocked by the provider: {reason}{suffix}",
+                secret=secret,
+                permanent=True,
+            )
+        raise malformed_answer(provider_label, "the answer has no candidates", secret=secret)
+    candidate = json_object(candidates[0])
+    parts = json_object(candidate.get("content")).get("parts")
+    text = "".join(
+        str(part.get("text", ""))
+        for part in (parts if isinstance(parts, list) else [])
+        if isinstance(part, dict) and not part.get("thought")
+    )
+    raw_usage = json_object(data.get("usageMetadata"))
+    return ChatResult(
+        text=text,
+        usage=usage_or_none(parse_token_usage, raw_usage, provider_label=provider_label),
+        model=str(data.get("modelVersion") or ""),
+        finish_reason=str(candidate.get("finishReason") or ""),
+        provider_request_id=str(data.get("responseId") or ""),
+        raw_usage=raw_usage,
+    )
+
+
+class GeminiAdapter:
+    """POST {base_url}/v1beta/models/{model}:generateContent with an x-goog-api-key."""
+
+    def complete(self, *, endpoint: Endpoint, request: ChatRequest) -> ChatResult:
+        """Return the provider's answer. Raises ProviderError (see agents.providers.http)."""
+        label = provider_label(endpoint.base_url, wire=WIRE)
+        response = post_json(
+            generate_url(endpoint.base_url, request.model),
+            # The key goes in a header, never in ?key=: URLs end up in logs and errors.
+            headers={"x-goog-api-key": endpoint.api_key, **call_headers(request.call_id)},
+            payload=generate_payload(request),
+            provider_label=label,
+            secret=endpoint.api_key,
+        )
+        return parse_generate_response(response.data, provider_label=label, secret=endpoint.api_key)
+
+
+ADAPTER = GeminiAdapter()

@@ -1,0 +1,26 @@
+"""Domain errors: raised by services, turned into clear 4xx answers by the API and forms."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A request the office refuses, with a stable machine code and a human message."""
+
+    code = "invalid"
+    status_code = 400
+
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.field = field
+
+
+class TaskRejected(DomainError):
+    code = "task_rejected"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    status_code = 404

@@ -1,0 +1,96 @@
+"""Office actions: accepting tasks and handing them to the workers."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from office.celery import app as celery_app
+from office.errors import TaskRejected
+from office.models import Role, Task, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+# The worker task that runs a Task; named, not imported, because `office` does not
+# depend on `agents` (DESIGN.md: dependencies point one way).
+EXECUTE_TASK = "agents.tasks.execute_task"
+
+
+def task_submit(
+    *,
+    role: Role | str,
+    prompt: str,
+    created_by: AbstractBaseUser | None = None,
+    title: str = "",
+    max_tokens: int | None = None,
+) -> Task:
+    """Validate and save a queued task, and dispatch it once the transaction commits.
+
+    Returns the saved Task. Raises TaskRejected with a `field` and a readable message for
+    an unknown or inactive role, a role that cannot run (no model bound), an empty or
+    oversized prompt, or a max_tokens outside 1..ROSTER_MAX_TOKENS_LIMIT.
+    """
+    role_obj = _role_for(role)
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise TaskRejected("The prompt is empty.", code="prompt_empty", field="prompt")
+    limit = settings.ROSTER_MAX_PROMPT_CHARS
+    if len(prompt) > limit:
+        raise TaskRejected(
+            f"The prompt has {len(prompt):,} characters; the limit is {limit:,}.",
+            code="prompt_too_long",
+            field="prompt",
+        )
+    if max_tokens is not None and not 1 <= max_tokens <= settings.ROSTER_MAX_TOKENS_LIMIT:
+        raise TaskRejected(
+            f"max_tokens must be between 1 and {settings.ROSTER_MAX_TOKENS_LIMIT}.",
+            code="max_tokens_out_of_range",
+            field="max_tokens",
+        )
+    for check_path in settings.ROSTER_TASK_SUBMIT_CHECKS:
+        import_string(check_path)(role=role_obj)
+
+    with transaction.atomic():
+        task = Task.objects.create(
+            role=role_obj,
+            prompt=prompt,
+            title=title.strip()[:200],
+            max_tokens=max_tokens,
+            created_by=created_by,
+        )
+        transaction.on_commit(lambda: task_dispatch(task_id=task.pk))
+    return task
+
+
+def _role_for(role: Role | str) -> Role:
+    if isinstance(role, Role):
+        role_obj = role
+    else:
+        role_obj = Role.objects.filter(slug=role).first()
+        if role_obj is None:
+            raise TaskRejected(f"There is no role {role!r}.", code="role_unknown", field="role")
+    if not role_obj.is_active:
+        raise TaskRejected(
+            f"The role {role_obj.slug!r} is inactive.", code="role_inactive", field="role"
+        )
+    return role_obj
+
+
+def task_dispatch(*, task_id: int) -> bool:
+    """Send the task to the workers and stamp when. Returns False if the broker refused.
+
+    A refusal is logged, not raised: the task is saved and queued, and the sweeper
+    dispatches it again (ROSTER_REDISPATCH_AFTER), so nothing is lost.
+    """
+    Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED).update(dispatched_at=timezone.now())
+    try:
+        celery_app.send_task(EXECUTE_TASK, args=[task_id])
+    except Exception:
+        logger.exception("could not dispatch task %s; the sweeper will retry", task_id)
+        return False
+    return True
