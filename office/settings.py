@@ -191,6 +191,9 @@ ROSTER_CATALOG_SNAPSHOT = BASE_DIR / "billing" / "data" / "openrouter-models-202
 ROSTER_OPENROUTER_MODELS_URL = env.str(
     "ROSTER_OPENROUTER_MODELS_URL", default="https://openrouter.ai/api/v1/models"
 )
+# OpenRouter's optional attribution header (HTTP-Referer): your office's public URL, if
+# you want OpenRouter to show it. Blank sends none.
+ROSTER_OPENROUTER_REFERER = env.str("ROSTER_OPENROUTER_REFERER", default="")
 # Where the demo's sandbox provider listens.
 ROSTER_SANDBOX_URL = env.str("ROSTER_SANDBOX_URL", default="http://127.0.0.1:8765")
 

@@ -68,7 +68,7 @@ def chat_headers(endpoint: Endpoint, request: ChatRequest) -> dict[str, str]:
         headers["X-Title"] = APP_TITLE
         # The referer is the office's own address, which only its operator knows (and may
         # prefer not to disclose): sent only when configured.
-        referer: str = getattr(settings, "ROSTER_OPENROUTER_REFERER", "")
+        referer: str = settings.ROSTER_OPENROUTER_REFERER
         if referer:
             headers["HTTP-Referer"] = referer
     return headers

@@ -1,0 +1,228 @@
+"""Admin for the catalog, its price history and the ledger.
+
+Price versions and ledger rows are history: the admin shows them and never edits them.
+Adding a price in the admin is the one write it allows: an override, in force from now.
+Money columns are never sortable here, because SQLite stores them as text (see
+`office.fields.ExactDecimalField`) and would order them as strings.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import HttpRequest
+from django.utils import timezone
+
+from billing.models import CatalogModel, ModelPrice, PriceSource, Usage
+from billing.money import EXACT
+from billing.pricing import PRICE_KINDS
+
+PER_MILLION = Decimal(1_000_000)
+# Per-million prices are shown to four places at most: enough to tell models apart.
+PER_MILLION_PLACES = Decimal("0.0001")
+# Wide enough for any stored amount, so that display never rounds a digit away.
+_DISPLAY = decimal.Context(prec=60)
+
+
+def _exact(value: Decimal | None) -> str:
+    """Every digit of a stored amount, without the column's trailing zeros."""
+    if value is None:
+        return "—"
+    return format(value.normalize(_DISPLAY), "f")
+
+
+def _usd_per_million(price_per_token: Decimal | None) -> str:
+    """A per-token price as USD per million tokens, e.g. "$2.50", "$0.0833" or "—"."""
+    if price_per_token is None:
+        return "—"
+    value = EXACT.multiply(price_per_token, PER_MILLION).normalize(_DISPLAY)
+    if value.as_tuple().exponent < PER_MILLION_PLACES.as_tuple().exponent:
+        value = value.quantize(PER_MILLION_PLACES, rounding=decimal.ROUND_HALF_UP)
+    whole, _, places = format(value, "f").partition(".")
+    return f"${whole}.{places.ljust(2, '0')}"
+
+
+def _price_column(kind: str) -> Callable[[ModelPrice], str]:
+    @admin.display(description=kind.replace("_", " "))
+    def column(price: ModelPrice) -> str:
+        return _exact(getattr(price, kind))
+
+    column.__name__ = f"{kind}_exact"
+    return column
+
+
+PRICE_COLUMNS = [_price_column(kind) for kind in PRICE_KINDS]
+
+
+class VendorListFilter(admin.SimpleListFilter):
+    """Filter models by the vendor prefix of their OpenRouter id ("openai/gpt-4o")."""
+
+    title = "vendor"
+    parameter_name = "vendor"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        slugs = CatalogModel.objects.values_list("slug", flat=True)
+        vendors = {slug.split("/", 1)[0] for slug in slugs if "/" in slug}
+        return [(vendor, vendor) for vendor in sorted(vendors)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value():
+            return queryset.filter(slug__startswith=f"{self.value()}/")
+        return queryset
+
+
+class ModelPriceInline(admin.TabularInline):
+    model = ModelPrice
+    fields = ["valid_from", "source", *PRICE_COLUMNS]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelPrice]:
+        return super().get_queryset(request).order_by("-valid_from", "-id")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(CatalogModel)
+class CatalogModelAdmin(admin.ModelAdmin):
+    list_display = [
+        "slug",
+        "name",
+        "context_length",
+        "is_available",
+        "prompt_per_million",
+        "completion_per_million",
+    ]
+    list_filter = ["is_available", VendorListFilter]
+    search_fields = ["slug", "name"]
+    inlines = [ModelPriceInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CatalogModel]:
+        # The current price of each listed model in one query, not one per row.
+        current = ModelPrice.objects.filter(
+            model=OuterRef("pk"), valid_from__lte=timezone.now()
+        ).order_by("-valid_from", "-id")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                current_prompt=Subquery(current.values("prompt")[:1]),
+                current_completion=Subquery(current.values("completion")[:1]),
+            )
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # The slug is the key the sync matches on; the timestamps belong to the sync.
+        if obj is None:
+            return ["first_seen_at", "last_synced_at"]
+        return ["slug", "first_seen_at", "last_synced_at"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Catalog models are never deleted: a vanished model is marked unavailable.
+        return False
+
+    @admin.display(description="prompt / 1M tokens")
+    def prompt_per_million(self, obj: CatalogModel) -> str:
+        return _usd_per_million(getattr(obj, "current_prompt", None))
+
+    @admin.display(description="completion / 1M tokens")
+    def completion_per_million(self, obj: CatalogModel) -> str:
+        return _usd_per_million(getattr(obj, "current_completion", None))
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    list_display = ["model", "valid_from", "source", *PRICE_COLUMNS[:4], "created_at"]
+    list_filter = ["source"]
+    search_fields = ["model__slug"]
+    list_select_related = ["model"]
+    sortable_by = ["model", "valid_from", "source", "created_at"]
+    autocomplete_fields = ["model"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            description = (
+                "A price added here is an override, in force from now until a catalog "
+                "sync brings a different provider price. Prices are USD per token "
+                "(request and web search: per call). Leave a price empty for none: "
+                "without an input and an output price the model is unpriced."
+            )
+            return [(None, {"fields": ["model", *PRICE_KINDS], "description": description})]
+        return [(None, {"fields": self._history_fields})]
+
+    _history_fields = ["model", "source", "valid_from", *PRICE_KINDS, "created_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [] if obj is None else self._history_fields
+
+    def save_model(self, request: HttpRequest, obj: ModelPrice, form: Any, change: bool) -> None:
+        # A price added by hand is an override in force from now; it yields to the next
+        # sync that brings a different provider price.
+        if not change:
+            obj.source = PriceSource.OVERRIDE
+            obj.valid_from = timezone.now()
+        super().save_model(request, obj, form, change)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Price versions are history that ledger rows point at.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Usage)
+class UsageAdmin(admin.ModelAdmin):
+    list_display = [
+        "call_id",
+        "task",
+        "role",
+        "model",
+        "status",
+        "tokens",
+        "cost_exact",
+        "reported_cost_exact",
+        "created_at",
+    ]
+    list_filter = [
+        "status",
+        "provider",
+        ("role", admin.RelatedOnlyFieldListFilter),
+        ("model", admin.RelatedOnlyFieldListFilter),
+    ]
+    search_fields = ["call_id"]
+    list_select_related = ["task", "role", "model"]
+    sortable_by = ["call_id", "task", "role", "model", "status", "created_at"]
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, obj: Usage) -> str:
+        return f"{obj.input_tokens:,} / {obj.output_tokens:,}"
+
+    @admin.display(description="cost (USD)")
+    def cost_exact(self, obj: Usage) -> str:
+        return _exact(obj.cost)
+
+    @admin.display(description="reported cost (USD)")
+    def reported_cost_exact(self, obj: Usage) -> str:
+        return _exact(obj.reported_cost)
+
+    # The ledger is append-only: written by billing services, never by hand.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,30 @@
+"""Billing reads: the catalog and its prices in force."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from billing.models import CatalogModel, ModelPrice
+
+
+def price_current(*, model: CatalogModel, at: datetime | None = None) -> ModelPrice | None:
+    """Return the price version of `model` in force at `at` (default: now), or None.
+
+    The version in force is the one with the latest `valid_from` not after `at`, whatever
+    its source (a sync or an admin override); two versions from the same instant are
+    told apart by the higher id, i.e. the one written last.
+    """
+    at = at or timezone.now()
+    return (
+        ModelPrice.objects.filter(model=model, valid_from__lte=at)
+        .order_by("-valid_from", "-id")
+        .first()
+    )
+
+
+def catalog_models_available() -> QuerySet[CatalogModel]:
+    """Return the models present in the latest catalog sync, ordered by slug."""
+    return CatalogModel.objects.filter(is_available=True).order_by("slug")
