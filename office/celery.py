@@ -4,6 +4,8 @@ import os
 
 from celery import Celery
 
+import office.broker  # noqa: F401  registers the embedded `sqlite://` broker transport
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "office.settings")
 
 app = Celery("roster")

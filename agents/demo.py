@@ -1,0 +1,136 @@
+"""The demo office: five roles bound to sensible catalog models through the sandbox.
+
+Idempotent: running it again keeps what an admin changed (bindings pointing elsewhere,
+a real key) and only fills in what is missing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from agents.models import Credential, RoleBinding
+from agents.providers.registry import ProviderKind
+from agents.services import credential_create
+from billing.catalog import catalog_load_file, catalog_parse, catalog_sync
+from billing.models import CatalogModel
+from office.models import Role
+
+SANDBOX_LABEL = "Sandbox (simulated)"
+SANDBOX_KEY = "sandbox-demo-key"
+
+
+@dataclass(frozen=True)
+class DemoRole:
+    slug: str
+    name: str
+    model: str
+    description: str
+    system_prompt: str
+
+
+# The cheapest catalog model that does each job well (2026-06 prices, per 1M tokens in/out).
+DEMO_ROLES = (
+    DemoRole(
+        "coder",
+        "Coder",
+        "deepseek/deepseek-v4-pro",  # $0.435 / $0.87: strong at code, priced like a small model
+        "Writes and reviews code.",
+        "You are a careful senior software engineer. Answer with working code and brief "
+        "reasons.",
+    ),
+    DemoRole(
+        "researcher",
+        "Researcher",
+        "google/gemini-2.5-flash",  # $0.30 / $2.50 with a 1M-token context for long sources
+        "Reads sources and reports findings with citations.",
+        "You are a meticulous researcher. Cite sources and separate facts from inference.",
+    ),
+    DemoRole(
+        "copywriter",
+        "Copywriter",
+        "anthropic/claude-haiku-4.5",  # $1 / $5: good prose at a fraction of the big models
+        "Writes clear, persuasive copy.",
+        "You are a concise, persuasive copywriter. Match the requested tone and length.",
+    ),
+    DemoRole(
+        "secretary",
+        "Secretary",
+        "google/gemini-2.5-flash-lite",  # $0.10 / $0.40: summaries, emails, scheduling
+        "Drafts emails, summaries and agendas.",
+        "You are an efficient office secretary. Be brief, polite and precise.",
+    ),
+    DemoRole(
+        "designer",
+        "Designer",
+        "google/gemini-2.5-flash-image",  # $0.30 / $2.50 and it can output images
+        "Describes and drafts visual designs.",
+        "You are a pragmatic visual designer. Describe layouts, palettes and assets concretely.",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    username: str
+    password: str
+
+
+def demo_seed(*, sandbox_url: str | None = None, logins_file: Path | None = None) -> DemoLogin:
+    """Load the bundled catalog, create the roles, the sandbox credential, the bindings
+    and an admin user. Returns the admin login (the password is generated once and kept
+    in `logins_file`, readable only by its owner).
+    """
+    sandbox_url = (sandbox_url or settings.ROSTER_SANDBOX_URL).rstrip("/")
+    if not CatalogModel.objects.exists():
+        catalog_sync(entries=catalog_parse(catalog_load_file(settings.ROSTER_CATALOG_SNAPSHOT)))
+    with transaction.atomic():
+        credential = Credential.objects.filter(label=SANDBOX_LABEL).first()
+        if credential is None:
+            credential = credential_create(
+                label=SANDBOX_LABEL,
+                provider=ProviderKind.OPENROUTER,
+                base_url=f"{sandbox_url}/api/v1",
+                raw_secret=SANDBOX_KEY,
+                is_simulated=True,
+            )
+        for spec in DEMO_ROLES:
+            role, _ = Role.objects.get_or_create(
+                slug=spec.slug,
+                defaults={
+                    "name": spec.name,
+                    "description": spec.description,
+                    "system_prompt": spec.system_prompt,
+                },
+            )
+            RoleBinding.objects.get_or_create(
+                role=role,
+                defaults={
+                    "model": CatalogModel.objects.get(slug=spec.model),
+                    "credential": credential,
+                    "max_tokens": 1024,
+                },
+            )
+    return _admin_login(logins_file or settings.VAR_DIR / "demo-login.txt")
+
+
+def _admin_login(path: Path) -> DemoLogin:
+    user_model = get_user_model()
+    if path.exists() and user_model.objects.filter(username="admin").exists():
+        username, password = path.read_text().strip().split(":", 1)
+        return DemoLogin(username=username, password=password)
+    password = secrets.token_urlsafe(12)
+    user = user_model.objects.filter(username="admin").first()
+    if user is None:
+        user = user_model.objects.create_superuser("admin", "admin@localhost", password)
+    else:
+        user.set_password(password)
+        user.save(update_fields=["password"])
+    path.touch(mode=0o600)
+    path.write_text(f"admin:{password}\n")
+    return DemoLogin(username="admin", password=password)

@@ -1,0 +1,156 @@
+"""Worker liveness and the stale-task sweeper.
+
+Why a sweeper: with the embedded (SQLite) broker a message taken by a worker that dies is
+never redelivered, and with Redis it is redelivered only after the visibility timeout,
+which must exceed the longest task. So each worker process writes a heartbeat, and the
+sweeper (beat, every ROSTER_SWEEP_INTERVAL) requeues running tasks whose worker has been
+silent for ROSTER_WORKER_STALE_AFTER seconds, and re-dispatches queued tasks nobody
+picked up. Requeueing is a conditional update, so it is safe next to a late redelivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agents.models import WorkerHeartbeat
+from billing.ledger import usage_close_abandoned
+from office.models import Task, TaskStatus
+from office.services import task_dispatch
+
+logger = logging.getLogger(__name__)
+
+_worker_id: str | None = None
+_stop = threading.Event()
+
+
+def worker_id() -> str:
+    """This process's worker identity: host, pid and a random part (pids are reused)."""
+    global _worker_id
+    if _worker_id is None or not _worker_id.startswith(f"{socket.gethostname()}:{os.getpid()}:"):
+        _worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return _worker_id
+
+
+def heartbeat_beat(*, now: datetime | None = None) -> None:
+    """Write this worker's heartbeat row."""
+    now = now or timezone.now()
+    WorkerHeartbeat.objects.update_or_create(
+        worker_id=worker_id(),
+        defaults={
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "last_seen": now,
+        },
+        create_defaults={
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": now,
+            "last_seen": now,
+        },
+    )
+
+
+def heartbeat_start() -> threading.Thread:
+    """Start the daemon thread that beats every ROSTER_WORKER_HEARTBEAT_INTERVAL seconds."""
+    _stop.clear()
+    heartbeat_beat()
+
+    def loop() -> None:
+        while not _stop.wait(settings.ROSTER_WORKER_HEARTBEAT_INTERVAL):
+            try:
+                heartbeat_beat()
+            except Exception:
+                logger.exception("heartbeat write failed; will try again")
+            finally:
+                close_old_connections()
+
+    thread = threading.Thread(target=loop, name="roster-heartbeat", daemon=True)
+    thread.start()
+    return thread
+
+
+def heartbeat_stop() -> None:
+    """Stop beating and remove this worker's row (a clean shutdown)."""
+    _stop.set()
+    WorkerHeartbeat.objects.filter(worker_id=worker_id()).delete()
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    requeued: list[int]
+    failed: list[int]
+    redispatched: list[int]
+
+
+def tasks_sweep_stale(*, now: datetime | None = None) -> SweepReport:
+    """Requeue tasks of dead workers, fail those that died too often, re-dispatch lost
+    queued tasks. Returns what it did.
+    """
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=settings.ROSTER_WORKER_STALE_AFTER)
+    live = WorkerHeartbeat.objects.filter(last_seen__gte=stale_before).values_list(
+        "worker_id", flat=True
+    )
+    orphans = Task.objects.filter(status=TaskStatus.RUNNING, started_at__lt=stale_before).exclude(
+        claimed_by__in=list(live)
+    )
+
+    requeued: list[int] = []
+    failed: list[int] = []
+    for task_id, claimed_by, executions in orphans.values_list("pk", "claimed_by", "executions"):
+        if executions >= settings.ROSTER_MAX_EXECUTIONS:
+            with transaction.atomic():
+                if _release(
+                    task_id,
+                    claimed_by,
+                    status=TaskStatus.FAILED,
+                    now=now,
+                    error=(f"The worker running this task stopped {executions} times; giving up."),
+                ):
+                    usage_close_abandoned(task_id=task_id)
+                    failed.append(task_id)
+            continue
+        if _release(task_id, claimed_by, status=TaskStatus.QUEUED, now=now):
+            requeued.append(task_id)
+            transaction.on_commit(lambda task_id=task_id: task_dispatch(task_id=task_id))
+
+    redispatch_before = now - timedelta(seconds=settings.ROSTER_REDISPATCH_AFTER)
+    lost = Task.objects.filter(status=TaskStatus.QUEUED).filter(
+        Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=redispatch_before)
+    )
+    redispatched = [task_id for task_id in lost.values_list("pk", flat=True)[:1000]]
+    for task_id in redispatched:
+        task_dispatch(task_id=task_id)
+
+    WorkerHeartbeat.objects.filter(last_seen__lt=now - timedelta(days=1)).delete()
+    if requeued or failed or redispatched:
+        logger.warning(
+            "sweeper: requeued %s, failed %s, re-dispatched %s", requeued, failed, redispatched
+        )
+    return SweepReport(requeued=requeued, failed=failed, redispatched=redispatched)
+
+
+def _release(task_id: int, claimed_by: str, *, status: str, now: datetime, error: str = "") -> bool:
+    changes: dict[str, object] = {"status": status, "claimed_by": ""}
+    if status == TaskStatus.QUEUED:
+        changes["dispatched_at"] = now
+    else:
+        changes["error"] = error
+        changes["finished_at"] = now
+    return (
+        Task.objects.filter(pk=task_id, status=TaskStatus.RUNNING, claimed_by=claimed_by).update(
+            **changes
+        )
+        == 1
+    )
