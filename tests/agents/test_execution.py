@@ -1,0 +1,289 @@
+"""The execution service against the real sandbox provider over loopback (in-process, no
+worker): claiming, retries, failures, billing of every attempt, worker-death recovery."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from agents.execution import task_execute
+from agents.liveness import heartbeat_beat, tasks_sweep_stale, worker_id
+from agents.models import RoleBinding, WorkerHeartbeat
+from agents.services import credential_create
+from billing.catalog import catalog_parse, catalog_sync
+from billing.ledger import CallTarget, usage_open
+from billing.models import CatalogModel, Usage, UsageStatus
+from office.models import Role, Task, TaskStatus
+
+pytestmark = pytest.mark.django_db
+
+CANARY = "sk-canary-0123456789abcdef"
+MODEL = "deepseek/deepseek-v4-pro"
+
+
+@pytest.fixture
+def model() -> CatalogModel:
+    catalog_sync(
+        entries=catalog_parse(
+            {
+                "data": [
+                    {
+                        "id": MODEL,
+                        "name": "DeepSeek V4 Pro",
+                        "pricing": {"prompt": "0.000000435", "completion": "0.00000087"},
+                    },
+                    {
+                        "id": "openrouter/auto",
+                        "name": "Auto",
+                        "pricing": {"prompt": "-1", "completion": "-1"},
+                    },
+                ]
+            }
+        )
+    )
+    return CatalogModel.objects.get(slug=MODEL)
+
+
+def make_role(sandbox, model: CatalogModel, *, secret: str = "sandbox-key", slug: str = "coder"):
+    role = Role.objects.create(slug=slug, name=slug, system_prompt="Be brief.")
+    credential = credential_create(
+        label=f"{slug}-cred",
+        provider="openrouter",
+        base_url=f"{sandbox.url}/api/v1",
+        raw_secret=secret,
+    )
+    RoleBinding.objects.create(role=role, model=model, credential=credential, max_tokens=100)
+    return role
+
+
+def run(task: Task) -> Task:
+    task_execute(task_id=task.pk, worker_id=worker_id())
+    task.refresh_from_db()
+    return task
+
+
+def test_task_runs_once_even_if_the_message_is_delivered_twice(sandbox, model):
+    task = Task.objects.create(role=make_role(sandbox, model), prompt="Hello there")
+
+    assert run(task).status == TaskStatus.DONE
+    assert task_execute(task_id=task.pk, worker_id="another") == TaskStatus.DONE
+
+    assert Usage.objects.filter(task=task).count() == 1
+    assert len(sandbox.requests(call_id=Usage.objects.get(task=task).call_id)) == 1
+
+
+def test_invalid_key_fails_task_with_readable_reason_and_never_stores_the_key(
+    sandbox, model, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    task = Task.objects.create(role=make_role(sandbox, model, secret=CANARY), prompt="Hi")
+
+    task = run(task)
+
+    assert task.status == TaskStatus.FAILED
+    assert "401" in task.error
+    assert CANARY not in task.error
+    row = Usage.objects.get(task=task)
+    assert (row.status, row.http_status, row.cost) == (UsageStatus.FAILED, 401, 0)
+    assert CANARY not in row.error
+    assert CANARY not in caplog.text
+    # The provider did echo it: the sandbox's 401 names the key, proving we redacted.
+    assert task.provider_calls == 1
+
+
+def test_server_errors_are_retried_up_to_the_bound_and_every_attempt_is_billed_zero(
+    sandbox, model, settings
+):
+    settings.ROSTER_PROVIDER_MAX_ATTEMPTS = 3
+    settings.ROSTER_RETRY_MAX_WAIT = 0.01
+    task = Task.objects.create(role=make_role(sandbox, model), prompt="x [[sandbox fault=500]]")
+
+    task = run(task)
+
+    assert task.status == TaskStatus.FAILED
+    assert "500" in task.error
+    assert "gave up after 3 attempts" in task.error
+    rows = list(Usage.objects.filter(task=task).order_by("attempt"))
+    assert [(r.attempt, r.status, r.http_status) for r in rows] == [
+        (1, "failed", 500),
+        (2, "failed", 500),
+        (3, "failed", 500),
+    ]
+    assert task.cost == 0
+
+
+def test_retry_after_above_the_cap_fails_without_waiting(sandbox, model, settings):
+    settings.ROSTER_RETRY_MAX_WAIT = 5
+    task = Task.objects.create(
+        role=make_role(sandbox, model), prompt="x [[sandbox fault=429 retry_after=120]]"
+    )
+
+    task = run(task)
+
+    assert task.status == TaskStatus.FAILED
+    assert "retry after 120s" in task.error
+    assert Usage.objects.filter(task=task).count() == 1
+
+
+def test_malformed_answer_is_retried(sandbox, model, settings):
+    settings.ROSTER_RETRY_MAX_WAIT = 0.01
+    task = Task.objects.create(
+        role=make_role(sandbox, model), prompt="x [[sandbox fault=malformed times=1]]"
+    )
+
+    task = run(task)
+
+    assert task.status == TaskStatus.DONE
+    statuses = list(
+        Usage.objects.filter(task=task).order_by("attempt").values_list("status", flat=True)
+    )
+    assert statuses == ["failed", "settled"]
+
+
+def test_answer_without_usage_is_settled_as_an_estimate(sandbox, model):
+    task = Task.objects.create(
+        role=make_role(sandbox, model), prompt="abcd [[sandbox fault=no_usage]]"
+    )
+
+    task = run(task)
+
+    assert task.status == TaskStatus.DONE
+    row = Usage.objects.get(task=task)
+    assert (row.status, row.basis, row.reported_cost) == ("settled", "estimated", None)
+    # ceil(len/4) + 4 per message, for the system prompt and the user prompt.
+    expected_in = (-(-len("Be brief.") // 4) + 4) + (-(-len(task.prompt) // 4) + 4)
+    assert row.input_tokens == expected_in
+    assert row.output_tokens == -(-len(task.result) // 4)
+    assert row.cost == Decimal(expected_in) * Decimal("0.000000435") + Decimal(
+        row.output_tokens
+    ) * Decimal("0.00000087")
+
+
+def test_unpriced_model_is_marked_unpriced_not_free(sandbox, model):
+    role = make_role(sandbox, model)
+    RoleBinding.objects.filter(role=role).update(
+        model=CatalogModel.objects.get(slug="openrouter/auto")
+    )
+    task = run(Task.objects.create(role=role, prompt="route me"))
+
+    row = Usage.objects.get(task=task)
+    assert (row.status, row.basis, row.cost) == ("settled", "unpriced", 0)
+    assert row.price_prompt is None
+
+
+def test_unbound_role_fails_with_reason(model):
+    role = Role.objects.create(slug="idle", name="Idle")
+    task = run(Task.objects.create(role=role, prompt="anything"))
+
+    assert task.status == TaskStatus.FAILED
+    assert "no model bound" in task.error
+    assert not Usage.objects.filter(task=task).exists()
+
+
+def _orphan(sandbox, model, *, executions: int) -> tuple[Task, Usage]:
+    """A task left running by a worker that is gone, with its call still pending."""
+    role = make_role(sandbox, model)
+    long_ago = timezone.now() - timedelta(minutes=5)
+    task = Task.objects.create(
+        role=role,
+        prompt="orphan",
+        status=TaskStatus.RUNNING,
+        claimed_by="dead:1:x",
+        started_at=long_ago,
+        executions=executions,
+    )
+    binding = RoleBinding.objects.get(role=role)
+    pending = usage_open(
+        task=task,
+        target=CallTarget(
+            model=model,
+            provider="openrouter",
+            credential_id=binding.credential_id,
+            credential_label="c",
+            upstream_model=MODEL,
+        ),
+        attempt=1,
+        estimated_input_tokens=10,
+        max_output_tokens=100,
+    )
+    return task, pending
+
+
+def test_sweeper_requeues_a_dead_workers_task_and_the_rerun_bills_the_lost_call_as_estimate(
+    sandbox, model, django_capture_on_commit_callbacks
+):
+    task, pending = _orphan(sandbox, model, executions=1)
+    heartbeat_beat()  # a live worker (this process) must not be swept
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        report = tasks_sweep_stale()
+
+    assert report.requeued == [task.pk]
+    assert len(callbacks) == 1
+    task.refresh_from_db()
+    assert (task.status, task.claimed_by) == (TaskStatus.QUEUED, "")
+
+    task = run(task)
+
+    assert task.status == TaskStatus.DONE
+    pending.refresh_from_db()
+    assert (pending.status, pending.basis) == (UsageStatus.ESTIMATED, "estimated")
+    assert (pending.input_tokens, pending.output_tokens) == (10, 100)
+    assert pending.cost == Decimal(10) * Decimal("0.000000435") + Decimal(100) * Decimal(
+        "0.00000087"
+    )
+    settled = Usage.objects.get(task=task, status=UsageStatus.SETTLED)
+    assert task.cost == pending.cost + settled.cost
+
+
+def test_sweeper_fails_a_task_whose_worker_died_too_often(sandbox, model, settings):
+    settings.ROSTER_MAX_EXECUTIONS = 3
+    task, pending = _orphan(sandbox, model, executions=3)
+
+    report = tasks_sweep_stale()
+
+    assert report.failed == [task.pk]
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED
+    assert "stopped 3 times" in task.error
+    pending.refresh_from_db()
+    assert pending.status == UsageStatus.ESTIMATED
+
+
+def test_sweeper_leaves_tasks_of_live_workers_alone(sandbox, model):
+    role = make_role(sandbox, model)
+    heartbeat_beat()
+    task = Task.objects.create(
+        role=role,
+        prompt="busy",
+        status=TaskStatus.RUNNING,
+        claimed_by=worker_id(),
+        started_at=timezone.now() - timedelta(minutes=5),
+        executions=1,
+    )
+
+    report = tasks_sweep_stale()
+
+    assert report.requeued == []
+    assert report.failed == []
+    task.refresh_from_db()
+    assert task.status == TaskStatus.RUNNING
+    assert WorkerHeartbeat.objects.filter(worker_id=worker_id()).exists()
+
+
+def test_sweeper_redispatches_queued_tasks_nobody_picked_up(sandbox, model):
+    role = make_role(sandbox, model)
+    stale = Task.objects.create(
+        role=role, prompt="lost", dispatched_at=timezone.now() - timedelta(hours=1)
+    )
+    fresh = Task.objects.create(role=role, prompt="waiting", dispatched_at=timezone.now())
+
+    report = tasks_sweep_stale()
+
+    assert report.redispatched == [stale.pk]
+    stale.refresh_from_db()
+    assert stale.dispatched_at > fresh.dispatched_at - timedelta(seconds=1)

@@ -1,0 +1,172 @@
+"""Start and stop the office's real processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_database_url() -> str:
+    """The URL of the database pytest-django created, for processes we start."""
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{Path(db['NAME']).resolve()}"
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+class OfficeProcess:
+    """One child process with its output in a log file; stopped with its process group."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str]):
+        self.name = name
+        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_output(self, needle: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.output():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.output()[-3000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} did not print {needle!r}:\n{self.output()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no cleanup runs, as in a crash."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+def start_worker(log_dir: Path, *, concurrency: int = 8) -> OfficeProcess:
+    worker = OfficeProcess(
+        "worker",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "office",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+            "-n",
+            f"test-{uuid.uuid4().hex[:6]}@%h",
+        ],
+        log_dir,
+        {"DATABASE_URL": test_database_url()},
+    )
+    worker.wait_for_output("ready.", timeout=60)
+    return worker
+
+
+def start_beat(log_dir: Path) -> OfficeProcess:
+    schedule = log_dir / f"beat-{uuid.uuid4().hex[:6]}"
+    beat = OfficeProcess(
+        "beat",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "office",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(schedule),
+        ],
+        log_dir,
+        {"DATABASE_URL": test_database_url()},
+    )
+    beat.wait_for_output("beat: Starting", timeout=60)
+    return beat
+
+
+class Sandbox:
+    """The sandbox provider process and a client for its request log."""
+
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = OfficeProcess(
+            "sandbox",
+            [sys.executable, "manage.py", "sandbox_provider", "--port", str(self.port)],
+            log_dir,
+            {},
+        )
+        wait_until(self._healthy, timeout=30, what="sandbox health")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/_sandbox/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def requests(self, *, call_id: str | None = None) -> list[dict]:
+        params = {"call_id": call_id} if call_id else {}
+        response = httpx.get(f"{self.url}/_sandbox/requests", params=params, timeout=5)
+        response.raise_for_status()
+        return response.json()["requests"]
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_sandbox/reset", timeout=5).raise_for_status()
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
