@@ -39,7 +39,7 @@ migrations-check: $(STAMP)
 ci: lint migrations-check test
 
 bench: $(STAMP)
-	$(BIN)/python bench/sandbox_capacity.py
+	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-bench} $(BIN)/python bench/sandbox_capacity.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

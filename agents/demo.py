@@ -41,8 +41,7 @@ DEMO_ROLES = (
         "Coder",
         "deepseek/deepseek-v4-pro",  # $0.435 / $0.87: strong at code, priced like a small model
         "Writes and reviews code.",
-        "You are a careful senior software engineer. Answer with working code and brief "
-        "reasons.",
+        "You are a careful senior software engineer. Answer with working code and brief reasons.",
     ),
     DemoRole(
         "researcher",

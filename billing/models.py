@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -137,7 +139,7 @@ class Usage(models.Model):
     price_request = money_field(null=True, blank=True)
     price_image = money_field(null=True, blank=True)
     price_web_search = money_field(null=True, blank=True)
-    cost = money_field(default=0, help_text="Our cost: usage x unit prices.")
+    cost = money_field(default=Decimal("0"), help_text="Our cost: usage x unit prices.")
     reported_cost = money_field(null=True, blank=True, help_text="The provider's own figure.")
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)

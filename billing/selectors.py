@@ -7,7 +7,8 @@ from datetime import datetime
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from billing.models import CatalogModel, ModelPrice
+from billing.models import CatalogModel, ModelPrice, Usage
+from office.models import Task
 
 
 def price_current(*, model: CatalogModel, at: datetime | None = None) -> ModelPrice | None:
@@ -28,3 +29,8 @@ def price_current(*, model: CatalogModel, at: datetime | None = None) -> ModelPr
 def catalog_models_available() -> QuerySet[CatalogModel]:
     """Return the models present in the latest catalog sync, ordered by slug."""
     return CatalogModel.objects.filter(is_available=True).order_by("slug")
+
+
+def usage_for_task(*, task: Task) -> QuerySet[Usage]:
+    """Every ledger row of one task (failed calls too), oldest first."""
+    return Usage.objects.filter(task=task).select_related("model").order_by("created_at", "id")

@@ -39,7 +39,7 @@ class ExactDecimalField(models.DecimalField):
         if connection.vendor == "sqlite":
             # One canonical text per value ("0.10" and "0.1" both store "0.1"), so that
             # equality lookups work on the text column.
-            return format(value.normalize(), "f")
+            return decimal_text(value)
         return value
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Decimal | None:
@@ -50,6 +50,15 @@ class ExactDecimalField(models.DecimalField):
             # money; refuse rather than hand back a float in disguise.
             raise TypeError("ExactDecimalField read a float: aggregate money in Python")
         return Decimal(str(value))
+
+
+def decimal_text(value: Decimal | int) -> str:
+    """Every digit of an amount, no exponent, no trailing zeros: "0.00000008333333333333334".
+
+    The same text on every database (PostgreSQL pads to the column's scale) and never a
+    float; for APIs, CSV and the SQLite column itself.
+    """
+    return format(Decimal(value).normalize(), "f")
 
 
 def money_field(**kwargs: Any) -> ExactDecimalField:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -78,7 +79,7 @@ class Task(models.Model):
     # Totals, kept by billing as calls settle (office only shows them).
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
-    cost = money_field(default=0)
+    cost = money_field(default=Decimal("0"))
     provider_calls = models.PositiveIntegerField(default=0)
     model_label = models.CharField(max_length=200, blank=True, help_text="Model that answered.")
 

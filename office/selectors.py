@@ -16,6 +16,11 @@ def tasks_visible_to(*, user: AbstractBaseUser) -> QuerySet[Task]:
     return tasks.filter(created_by=user)
 
 
+def tasks_created_by(*, user: AbstractBaseUser) -> QuerySet[Task]:
+    """Tasks a person or agent submitted themselves."""
+    return Task.objects.select_related("role", "created_by").filter(created_by=user)
+
+
 def roles_active() -> QuerySet[Role]:
     """Roles that accept tasks, by slug."""
     return Role.objects.filter(is_active=True).order_by("slug")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -12,7 +13,7 @@ from django.utils.module_loading import import_string
 
 from office.celery import app as celery_app
 from office.errors import TaskRejected
-from office.models import Role, Task, TaskStatus
+from office.models import ApiToken, Role, Task, TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,21 @@ def _role_for(role: Role | str) -> Role:
             f"The role {role_obj.slug!r} is inactive.", code="role_inactive", field="role"
         )
     return role_obj
+
+
+def api_token_create(
+    *, user: AbstractBaseUser, name: str, expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
+    """Create an API token for a user. Returns (token row, raw key).
+
+    Only the key's SHA-256 is stored: the raw key returned here is the one chance to
+    show it.
+    """
+    raw = ApiToken.new_raw_key()
+    token = ApiToken(user=user, name=name, expires_at=expires_at)
+    token.set_key(raw)
+    token.save()
+    return token, raw
 
 
 def task_dispatch(*, task_id: int) -> bool:

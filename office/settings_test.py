@@ -19,4 +19,4 @@ os.environ.setdefault("ROSTER_PROVIDER_TIMEOUT", "20")
 os.environ.setdefault("ROSTER_RETRY_MAX_WAIT", "5")
 os.environ.setdefault("ROSTER_BROKER_POLLING_INTERVAL", "0.05")
 
-from office.settings import *  # noqa: E402, F403
+from office.settings import *  # noqa: F403

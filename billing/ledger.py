@@ -1,0 +1,228 @@
+"""The usage ledger: open a row before a call, settle it once after.
+
+Rows are append-only: a call is written `pending` (committed) before the request leaves,
+then moved exactly once to `settled`, `failed` or `estimated` with a guarded update, so
+a replayed settlement can never bill a call twice. The task's totals move in the same
+transaction as the row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from billing.estimation import prompt_tokens_estimate, tokens_estimate
+from billing.models import CatalogModel, PricingBasis, Usage, UsageStatus
+from billing.money import ZERO, money_sum
+from billing.pricing import TokenUsage, cost_of
+from billing.selectors import price_current
+from office.models import Task
+
+
+class LedgerError(Exception):
+    """A ledger write that must not happen (no price, or a row settled twice)."""
+
+
+@dataclass(frozen=True)
+class CallTarget:
+    """Who is called for a task: what billing attributes the call to."""
+
+    model: CatalogModel
+    provider: str
+    credential_id: int | None
+    credential_label: str
+    upstream_model: str
+
+
+def usage_open(
+    *,
+    task: Task,
+    target: CallTarget,
+    attempt: int,
+    estimated_input_tokens: int,
+    max_output_tokens: int,
+    now: datetime | None = None,
+) -> Usage:
+    """Write and commit a `pending` ledger row for a call about to be made.
+
+    Returns the row, whose `call_id` identifies the call to the provider. Raises
+    LedgerError when the model has no price version at all (run sync_prices).
+    """
+    now = now or timezone.now()
+    price = price_current(model=target.model, at=now)
+    if price is None:
+        raise LedgerError(
+            f"The model {target.model.slug} has no price in the catalog; run "
+            "`manage.py sync_prices` or add a price in the admin."
+        )
+    return Usage.objects.create(
+        call_id=uuid.uuid4().hex,
+        task=task,
+        role_id=task.role_id,
+        model=target.model,
+        price=price,
+        provider=target.provider,
+        credential_id=target.credential_id,
+        credential_label=target.credential_label,
+        upstream_model=target.upstream_model,
+        attempt=attempt,
+        status=UsageStatus.PENDING,
+        estimated_input_tokens=estimated_input_tokens,
+        max_output_tokens=max_output_tokens,
+        created_at=now,
+    )
+
+
+def usage_settle(
+    *,
+    usage: Usage,
+    token_usage: TokenUsage | None,
+    reported_cost: Decimal | None = None,
+    prompt_texts: tuple[str, ...] = (),
+    output_text: str = "",
+    http_status: int | None = 200,
+    provider_request_id: str = "",
+    latency_ms: int | None = None,
+) -> Usage:
+    """Settle a pending row with the usage the provider reported, priced exactly.
+
+    When the provider reported no usage, it is estimated from `prompt_texts` and
+    `output_text` and the row is flagged `estimated`. Returns the updated row. Raises
+    LedgerError if the row is not pending (a settlement never happens twice).
+    """
+    basis = PricingBasis.COMPUTED
+    if token_usage is None:
+        token_usage = TokenUsage(
+            input_tokens=prompt_tokens_estimate(*prompt_texts),
+            output_tokens=tokens_estimate(output_text),
+        )
+        basis = PricingBasis.ESTIMATED
+    elif reported_cost is not None:
+        basis = PricingBasis.REPORTED
+    return _close(
+        usage=usage,
+        status=UsageStatus.SETTLED,
+        token_usage=token_usage,
+        basis=basis,
+        reported_cost=reported_cost,
+        http_status=http_status,
+        provider_request_id=provider_request_id,
+        latency_ms=latency_ms,
+    )
+
+
+def usage_fail(
+    *, usage: Usage, error: str, http_status: int | None, latency_ms: int | None
+) -> Usage:
+    """Close a pending row as failed: the provider refused or errored, nothing billed.
+
+    Returns the row. Raises LedgerError if it was not pending.
+    """
+    return _close(
+        usage=usage,
+        status=UsageStatus.FAILED,
+        token_usage=TokenUsage(requests=0),
+        basis=PricingBasis.COMPUTED,
+        error=error,
+        http_status=http_status,
+        latency_ms=latency_ms,
+    )
+
+
+def usage_close_abandoned(*, task_id: int) -> int:
+    """Close the pending rows a dead worker left behind for a task, as `estimated`.
+
+    The call may have been answered and billed by the provider, so it is kept as spend at
+    its worst case (input estimate + the output bound) rather than dropped; a provider
+    usage export can reconcile it. Returns how many rows were closed.
+    """
+    closed = 0
+    for usage in Usage.objects.filter(task_id=task_id, status=UsageStatus.PENDING).select_related(
+        "price"
+    ):
+        _close(
+            usage=usage,
+            status=UsageStatus.ESTIMATED,
+            token_usage=TokenUsage(
+                input_tokens=usage.estimated_input_tokens,
+                output_tokens=usage.max_output_tokens,
+            ),
+            basis=PricingBasis.ESTIMATED,
+            error="The worker stopped during this call; usage estimated at its worst case.",
+            http_status=None,
+        )
+        closed += 1
+    return closed
+
+
+def _close(
+    *,
+    usage: Usage,
+    status: str,
+    token_usage: TokenUsage,
+    basis: str,
+    reported_cost: Decimal | None = None,
+    error: str = "",
+    http_status: int | None = None,
+    provider_request_id: str = "",
+    latency_ms: int | None = None,
+) -> Usage:
+    prices = usage.price.unit_prices()
+    if status == UsageStatus.FAILED:
+        cost = ZERO
+    elif prices.is_priced:
+        cost = cost_of(token_usage, prices)
+    else:
+        # Unpriced: the cost is unknown, shown as such, never a silent $0 bill.
+        cost, basis = ZERO, PricingBasis.UNPRICED
+    now = timezone.now()
+    fields = {
+        "status": status,
+        "basis": basis,
+        "input_tokens": token_usage.input_tokens,
+        "output_tokens": token_usage.output_tokens,
+        "cached_input_tokens": token_usage.cached_input_tokens,
+        "cache_write_tokens": token_usage.cache_write_tokens,
+        "reasoning_tokens": token_usage.reasoning_tokens,
+        "images": token_usage.images,
+        "web_searches": token_usage.web_searches,
+        "cost": cost,
+        "reported_cost": reported_cost,
+        "error": error[:2000],
+        "http_status": http_status,
+        "provider_request_id": provider_request_id[:200],
+        "latency_ms": latency_ms,
+        "settled_at": now,
+        **{f"price_{kind}": value for kind, value in prices.as_dict().items()},
+    }
+    with transaction.atomic():
+        updated = Usage.objects.filter(pk=usage.pk, status=UsageStatus.PENDING).update(**fields)
+        if updated != 1:
+            raise LedgerError(f"Call {usage.call_id} is not pending; it was closed before.")
+        _task_add(
+            task_id=usage.task_id,
+            input_tokens=token_usage.input_tokens,
+            output_tokens=token_usage.output_tokens,
+            cost=cost,
+        )
+    for key, value in fields.items():
+        setattr(usage, key, value)
+    return usage
+
+
+def _task_add(*, task_id: int, input_tokens: int, output_tokens: int, cost: Decimal) -> None:
+    # Money is added in Python under a row lock: exact on every database (SQLite keeps
+    # it as text), and two settlements of one task cannot lose each other's update.
+    task = Task.objects.select_for_update().only("cost").get(pk=task_id)
+    Task.objects.filter(pk=task_id).update(
+        input_tokens=F("input_tokens") + input_tokens,
+        output_tokens=F("output_tokens") + output_tokens,
+        provider_calls=F("provider_calls") + 1,
+        cost=money_sum([task.cost, cost]),
+    )

@@ -1,0 +1,55 @@
+"""Shapes of the task API. Serializers check types; office.services owns the rules."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from rest_framework import serializers
+
+from office.fields import decimal_text
+
+
+class ExactDecimalStringField(serializers.Field):
+    """A money amount as a string with every stored digit: "0.00000008333333333333334".
+
+    Never a float (which would lose digits), and not DRF's DecimalField, which pads or
+    rounds to a fixed number of places. Trailing zeros are dropped so SQLite and
+    PostgreSQL (which pads to the column's scale) give the same text.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        kwargs["read_only"] = True
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: Decimal | int) -> str:
+        return decimal_text(value)
+
+
+class TaskCreateInputSerializer(serializers.Serializer):
+    role = serializers.CharField(max_length=50, help_text="The role's slug, e.g. 'coder'.")
+    # Blank and oversized prompts and an out-of-range max_tokens are left to task_submit,
+    # so the API and the web form refuse them with the same codes and messages.
+    prompt = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    title = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    max_tokens = serializers.IntegerField(required=False, allow_null=True)
+
+
+class TaskOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    role = serializers.CharField(source="role.slug")
+    title = serializers.CharField()
+    prompt = serializers.CharField()
+    status = serializers.CharField()
+    result = serializers.CharField()
+    error = serializers.CharField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cost = ExactDecimalStringField(help_text="USD, exact, as a string.")
+    provider_calls = serializers.IntegerField()
+    model_label = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField()
+    url = serializers.HyperlinkedIdentityField(
+        view_name="office_api:task_detail", lookup_url_kwarg="task_id"
+    )

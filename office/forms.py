@@ -1,0 +1,63 @@
+"""Forms of the staff pages. They check shapes; the rules live in office.services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from office.errors import DomainError
+from office.models import Role, TaskStatus
+from office.selectors import roles_active
+
+
+class DomainErrorFormMixin:
+    """Show a service's DomainError on the form field it names (or on the form)."""
+
+    fields: dict[str, forms.Field]
+
+    def add_domain_error(self, exc: DomainError) -> None:
+        field = exc.field if exc.field in self.fields else None
+        self.add_error(field, exc.message)  # type: ignore[attr-defined]
+
+
+class TaskForm(DomainErrorFormMixin, forms.Form):
+    """A new task for a role. Limits (prompt size, max_tokens range) are task_submit's."""
+
+    role = forms.ModelChoiceField(
+        queryset=Role.objects.none(), to_field_name="slug", empty_label="Choose a role"
+    )
+    title = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text="Optional; one is written from the prompt when left blank.",
+    )
+    prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 12}))
+    max_tokens = forms.IntegerField(
+        required=False,
+        label="Max output tokens",
+        help_text="Optional; the role's own limit applies when left blank.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Evaluated per form, so that a role added a moment ago is offered.
+        self.fields["role"].queryset = roles_active()
+        # Browser hints only: task_submit enforces the limits and words the messages.
+        self.fields["prompt"].widget.attrs["maxlength"] = settings.ROSTER_MAX_PROMPT_CHARS
+        self.fields["max_tokens"].widget.attrs.update(
+            {"min": 1, "max": settings.ROSTER_MAX_TOKENS_LIMIT}
+        )
+
+
+class TaskFilterForm(forms.Form):
+    """The task list's filters, read from the query string."""
+
+    role = forms.ModelChoiceField(
+        queryset=Role.objects.order_by("slug"),
+        to_field_name="slug",
+        required=False,
+        empty_label="All roles",
+    )
+    status = forms.ChoiceField(choices=[("", "All statuses"), *TaskStatus.choices], required=False)
