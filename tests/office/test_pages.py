@@ -239,7 +239,8 @@ def test_detail_shows_result_escaped_totals_exact_cost_and_ledger(
     assert "<script>alert(1)" not in content
     assert "openai/gpt-4o-mini" in content
     assert "120 / 17" in content
-    assert 'title="$0.00000008333333333333334">$0.000000</span>' in content
+    assert '<span class="cost">$0.000000</span>' in content
+    assert "exact $0.00000008333333333333334)" in content
     assert "rate limited" in content
     assert "429" in content
     assert "$0.000000" in content
