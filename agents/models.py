@@ -60,6 +60,22 @@ class RoleBinding(models.Model):
     max_tokens = models.PositiveIntegerField(
         default=1024, help_text="Upper bound on output tokens per call."
     )
+    over_budget_model = models.ForeignKey(
+        CatalogModel,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="over_budget_bindings",
+        help_text="Answers instead when a 'downgrade' budget is reached (a free model).",
+    )
+    over_budget_credential = models.ForeignKey(
+        Credential,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="over_budget_bindings",
+        help_text="Credential for the over-budget model (blank: the binding's credential).",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

@@ -20,7 +20,7 @@ from django.utils import timezone
 from billing.estimation import prompt_tokens_estimate, tokens_estimate
 from billing.models import CatalogModel, PricingBasis, Usage, UsageStatus
 from billing.money import ZERO, money_sum
-from billing.pricing import TokenUsage, cost_of
+from billing.pricing import TokenUsage, cost_of, resolve_prices
 from billing.selectors import price_current
 from office.models import Task
 
@@ -173,7 +173,7 @@ def _close(
     provider_request_id: str = "",
     latency_ms: int | None = None,
 ) -> Usage:
-    prices = usage.price.unit_prices()
+    prices = resolve_prices(token_usage, usage.price.unit_prices())
     if status == UsageStatus.FAILED:
         cost = ZERO
     elif prices.is_priced:
@@ -189,6 +189,8 @@ def _close(
         "output_tokens": token_usage.output_tokens,
         "cached_input_tokens": token_usage.cached_input_tokens,
         "cache_write_tokens": token_usage.cache_write_tokens,
+        "cache_write_1h_tokens": token_usage.cache_write_1h_tokens,
+        "is_batch": token_usage.is_batch,
         "reasoning_tokens": token_usage.reasoning_tokens,
         "images": token_usage.images,
         "web_searches": token_usage.web_searches,
@@ -200,6 +202,7 @@ def _close(
         "latency_ms": latency_ms,
         "settled_at": now,
         **{f"price_{kind}": value for kind, value in prices.as_dict().items()},
+        "price_batch_discount": prices.batch_discount,
     }
     with transaction.atomic():
         updated = Usage.objects.filter(pk=usage.pk, status=UsageStatus.PENDING).update(**fields)

@@ -12,7 +12,7 @@ the whole it belongs to (a model without a cache-read price bills cached tokens 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -31,21 +31,26 @@ class TokenUsage:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
-    cache_write_tokens: int = 0
+    cache_write_tokens: int = 0  # written to a 5-minute cache
+    cache_write_1h_tokens: int = 0  # written to a 1-hour cache
     reasoning_tokens: int = 0
     images: int = 0
     web_searches: int = 0
     requests: int = 1
+    is_batch: bool = False  # sent through a provider's batch API (discounted)
 
     def __post_init__(self) -> None:
         for field in fields(self):
+            if field.name == "is_batch":
+                continue
             value = getattr(self, field.name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise PricingError(f"{field.name} must be a whole number >= 0, got {value!r}")
-        if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
+        cache_writes = self.cache_write_tokens + self.cache_write_1h_tokens
+        if self.cached_input_tokens + cache_writes > self.input_tokens:
             raise PricingError(
-                f"cached ({self.cached_input_tokens}) + cache-write "
-                f"({self.cache_write_tokens}) tokens exceed input tokens ({self.input_tokens})"
+                f"cached ({self.cached_input_tokens}) + cache-write ({cache_writes}) tokens "
+                f"exceed input tokens ({self.input_tokens})"
             )
         if self.reasoning_tokens > self.output_tokens:
             raise PricingError(
@@ -55,7 +60,12 @@ class TokenUsage:
 
     @property
     def uncached_input_tokens(self) -> int:
-        return self.input_tokens - self.cached_input_tokens - self.cache_write_tokens
+        return (
+            self.input_tokens
+            - self.cached_input_tokens
+            - self.cache_write_tokens
+            - self.cache_write_1h_tokens
+        )
 
     @property
     def visible_output_tokens(self) -> int:
@@ -69,6 +79,7 @@ PRICE_KINDS = (
     "completion",
     "input_cache_read",
     "input_cache_write",
+    "input_cache_write_1h",
     "internal_reasoning",
     "request",
     "image",
@@ -84,10 +95,17 @@ class UnitPrices:
     completion: Decimal | None = None
     input_cache_read: Decimal | None = None
     input_cache_write: Decimal | None = None
+    input_cache_write_1h: Decimal | None = None
     internal_reasoning: Decimal | None = None
     request: Decimal | None = None
     image: Decimal | None = None
     web_search: Decimal | None = None
+    # Long-context tier and batch discount (not in OpenRouter's listing; set by admins).
+    long_context_threshold: int | None = None
+    long_context_prompt: Decimal | None = None
+    long_context_completion: Decimal | None = None
+    long_context_input_cache_read: Decimal | None = None
+    batch_discount: Decimal | None = None
 
     @property
     def is_priced(self) -> bool:
@@ -152,6 +170,33 @@ class CostBreakdown:
         for field in fields(self):
             total = EXACT.add(total, getattr(self, field.name))
         return total
+
+
+def resolve_prices(usage: TokenUsage, prices: UnitPrices) -> UnitPrices:
+    """The flat unit prices one call is charged at: the long-context tier applied when the
+    call's input exceeds its threshold (for all the call's tokens), tier fields cleared.
+    The batch discount stays (it applies only when the call was a batch call)."""
+    tier_applies = (
+        prices.long_context_threshold is not None
+        and usage.input_tokens > prices.long_context_threshold
+    )
+    prompt, completion, cache_read = prices.prompt, prices.completion, prices.input_cache_read
+    if tier_applies:
+        prompt = prices.long_context_prompt if prices.long_context_prompt is not None else prompt
+        if prices.long_context_completion is not None:
+            completion = prices.long_context_completion
+        if prices.long_context_input_cache_read is not None:
+            cache_read = prices.long_context_input_cache_read
+    return replace(
+        prices,
+        prompt=prompt,
+        completion=completion,
+        input_cache_read=cache_read,
+        long_context_threshold=None,
+        long_context_prompt=None,
+        long_context_completion=None,
+        long_context_input_cache_read=None,
+    )
 
 
 def cost_breakdown(usage: TokenUsage, prices: UnitPrices) -> CostBreakdown:
