@@ -6,8 +6,8 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
-from django.db.models.functions import Coalesce
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing.pricing import PRICE_KINDS, UnitPrices
