@@ -8,6 +8,7 @@ See https://django-environ.readthedocs.io/ for the URL formats.
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import environ
@@ -18,6 +19,19 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _decimal_setting(name: str, default: str) -> Decimal:
+    """A non-negative decimal from the environment, exactly as written (never a float)."""
+    raw = env.str(name, default=default)
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be a decimal number, got {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ImproperlyConfigured(f"{name} must be a number >= 0, got {raw!r}")
+    return value
+
 
 # Where the embedded office keeps its files: the SQLite database, the broker file, the
 # credential encryption key and beat's schedule.
@@ -195,6 +209,19 @@ ROSTER_OPENROUTER_MODELS_URL = env.str(
 ROSTER_OPENROUTER_REFERER = env.str("ROSTER_OPENROUTER_REFERER", default="")
 # Where the demo's sandbox provider listens.
 ROSTER_SANDBOX_URL = env.str("ROSTER_SANDBOX_URL", default="http://127.0.0.1:8765")
+
+# Billing. A provider-reported cost that differs from ours by more than this fraction
+# (and more than the absolute floor) raises a drift alert.
+ROSTER_COST_DRIFT_TOLERANCE = _decimal_setting("ROSTER_COST_DRIFT_TOLERANCE", "0.01")
+ROSTER_COST_DRIFT_FLOOR = _decimal_setting("ROSTER_COST_DRIFT_FLOOR", "0.000001")
+# Where budget and drift alerts go: email recipients (comma-separated) and a webhook that
+# receives a Slack-compatible JSON body {"text": ...}. Either may be empty.
+ROSTER_ALERT_EMAILS = env.list("ROSTER_ALERT_EMAILS", default=[])
+ROSTER_ALERT_WEBHOOK_URL = env.str("ROSTER_ALERT_WEBHOOK_URL", default="")
+DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="roster@localhost")
+# Email transport, e.g. smtp://user:password@mail.example.com:587/?tls=True; the default
+# prints mail to the console. https://django-environ.readthedocs.io/en/latest/types.html
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 
 # Checks run before a task is accepted, so that a task for a role that cannot run is
 # refused at the door. Pluggable (like AUTH_PASSWORD_VALIDATORS) so that `office` does not

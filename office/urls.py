@@ -7,5 +7,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("office.api.urls")),
+    # Manager pages (reports, calculator, what-if); included by name, office imports no app.
+    path("billing/", include("billing.urls")),
+    path("billing/", include("billing.planning_urls")),
     path("", include("office.web_urls")),
 ]
