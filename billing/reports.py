@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import datetime
 from decimal import Decimal
 
 from django.db.models import Count, Sum
@@ -21,8 +21,6 @@ from office.models import Role
 # Rows that cost money: settled calls, and calls whose worker died, priced at an estimate.
 # Pending rows are still in flight; failed calls were not billed.
 BILLED_STATUSES = (UsageStatus.SETTLED, UsageStatus.ESTIMATED)
-
-PERIODS = ("day", "week", "month")
 
 
 @dataclass(frozen=True)
@@ -71,30 +69,3 @@ def spend_by_role(*, start: datetime, end: datetime) -> list[RoleSpend]:
     ]
     report.sort(key=lambda spend: (-spend.cost, spend.role_slug))
     return report
-
-
-def period_bounds(*, period: str, now: datetime, tz: tzinfo) -> tuple[datetime, datetime]:
-    """The [start, end) of the day, ISO week (from Monday) or month containing `now`.
-
-    Boundaries are local midnights in `tz`, returned as aware datetimes; a period spanning
-    a daylight-saving change is an hour shorter or longer, as the calendar says. Raises
-    ValueError for an unknown period.
-    """
-    today = now.astimezone(tz).date()
-    if period == "day":
-        first, after = today, today + timedelta(days=1)
-    elif period == "week":
-        first = today - timedelta(days=today.weekday())
-        after = first + timedelta(weeks=1)
-    elif period == "month":
-        first = today.replace(day=1)
-        after = (first + timedelta(days=32)).replace(day=1)
-    else:
-        raise ValueError(f"Unknown period {period!r}; expected one of {', '.join(PERIODS)}.")
-    return _midnight(first, tz), _midnight(after, tz)
-
-
-def _midnight(day: date, tz: tzinfo) -> datetime:
-    # Built from the date, not by adding timedeltas to an aware datetime, so that DST
-    # shifts land on the right wall-clock midnight.
-    return datetime.combine(day, time.min, tzinfo=tz)

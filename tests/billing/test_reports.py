@@ -14,7 +14,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from billing.models import UsageStatus
-from billing.reports import RoleSpend, period_bounds, spend_by_role
+from billing.periods import period_bounds
+from billing.reports import RoleSpend, spend_by_role
 from tests.factories import RoleFactory, TaskFactory, UsageFactory
 
 NOW = datetime(2026, 6, 17, 15, 30, tzinfo=UTC)  # a Wednesday

@@ -17,7 +17,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from billing.money import format_usd, money_sum
-from billing.reports import PERIODS, RoleSpend, period_bounds, spend_by_role
+from billing.periods import PERIODS, period_bounds
+from billing.reports import RoleSpend, spend_by_role
 from office.fields import decimal_text
 
 FORMATS = ("table", "csv", "json")
