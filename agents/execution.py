@@ -23,7 +23,6 @@ from agents.models import RoleBinding
 from agents.providers.base import (
     ChatMessage,
     ChatRequest,
-    ChatResult,
     Endpoint,
     ProviderError,
 )
@@ -31,7 +30,8 @@ from agents.providers.registry import adapter_for, default_base_url, upstream_mo
 from agents.redaction import redact
 from agents.secrets import SecretError, secret_decrypt
 from agents.selectors import binding_for_role
-from billing.estimation import prompt_tokens_estimate
+from billing.budgets import BudgetExceeded
+from billing.estimation import prompt_tokens_bound, prompt_tokens_estimate
 from billing.ledger import (
     CallTarget,
     LedgerError,
@@ -40,6 +40,7 @@ from billing.ledger import (
     usage_open,
     usage_settle,
 )
+from billing.models import BudgetAction
 from office.models import Task, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -84,11 +85,18 @@ def task_execute(*, task_id: int, worker_id: str) -> str:
     return _call_with_retries(task=task, worker_id=worker_id, plan=plan)
 
 
-def _plan(task: Task) -> CallPlan:
+def _plan(task: Task, *, over_budget: bool = False) -> CallPlan:
+    """The call for a task: the role's bound model, or with `over_budget` the binding's
+    over-budget model. Raises ExecutionError when it cannot be made."""
     binding: RoleBinding | None = binding_for_role(role=task.role)
     if binding is None:
         raise ExecutionError(f"The role {task.role.slug!r} has no model bound to it.")
-    credential = binding.credential
+    model, credential = binding.model, binding.credential
+    if over_budget:
+        if binding.over_budget_model is None:
+            raise ExecutionError("no over-budget model is configured for this role")
+        model = binding.over_budget_model
+        credential = binding.over_budget_credential or binding.credential
     try:
         api_key = secret_decrypt(credential.secret_encrypted)
     except SecretError as exc:
@@ -98,8 +106,8 @@ def _plan(task: Task) -> CallPlan:
         raise ExecutionError(
             f"Credential {credential.label!r} needs a base URL for {credential.provider}."
         )
-    upstream = binding.upstream_model or upstream_model_name(
-        provider=credential.provider, catalog_slug=binding.model.slug
+    upstream = (binding.upstream_model if not over_budget else "") or upstream_model_name(
+        provider=credential.provider, catalog_slug=model.slug
     )
     max_tokens = min(task.max_tokens or binding.max_tokens, settings.ROSTER_MAX_TOKENS_LIMIT)
     request = ChatRequest(
@@ -110,7 +118,7 @@ def _plan(task: Task) -> CallPlan:
     )
     return CallPlan(
         target=CallTarget(
-            model=binding.model,
+            model=model,
             provider=credential.provider,
             credential_id=credential.pk,
             credential_label=credential.label,
@@ -123,25 +131,37 @@ def _plan(task: Task) -> CallPlan:
 
 
 def _call_with_retries(*, task: Task, worker_id: str, plan: CallPlan) -> str:
-    adapter = adapter_for(plan.provider)
+    """Call until an answer, a permanent error, the attempt bound or a budget stops it.
+    A `downgrade` budget switches, once, to the role's over-budget model."""
     max_attempts = settings.ROSTER_PROVIDER_MAX_ATTEMPTS
     prompt_texts = (plan.request.system, task.prompt)
-    estimated_input = prompt_tokens_estimate(*prompt_texts)
-    for attempt in range(1, max_attempts + 1):
+    attempt, downgraded = 1, False
+    while True:
         try:
             usage = usage_open(
                 task=task,
                 target=plan.target,
                 attempt=attempt,
-                estimated_input_tokens=estimated_input,
+                estimated_input_tokens=prompt_tokens_estimate(*prompt_texts),
+                input_tokens_bound=prompt_tokens_bound(*prompt_texts),
                 max_output_tokens=plan.request.max_tokens,
             )
+        except BudgetExceeded as exc:
+            if exc.action != BudgetAction.DOWNGRADE or downgraded:
+                return _over_budget(task, worker_id, exc.message)
+            try:
+                plan = _plan(task, over_budget=True)
+            except ExecutionError as why:
+                return _over_budget(task, worker_id, f"{exc.message} Not downgraded: {why}.")
+            downgraded = True
+            logger.info("task %s downgraded to %s: %s", task.pk, plan.target.model, exc)
+            continue
         except LedgerError as exc:
             return _finish(task=task, worker_id=worker_id, status=TaskStatus.FAILED, error=str(exc))
         request = replace(plan.request, call_id=usage.call_id)
         started = time.monotonic()
         try:
-            result: ChatResult = adapter.complete(endpoint=plan.endpoint, request=request)
+            result = adapter_for(plan.provider).complete(endpoint=plan.endpoint, request=request)
         except ProviderError as exc:
             latency_ms = int((time.monotonic() - started) * 1000)
             message = redact(exc.message, plan.endpoint.api_key)
@@ -149,7 +169,7 @@ def _call_with_retries(*, task: Task, worker_id: str, plan: CallPlan) -> str:
                 usage=usage, error=message, http_status=exc.status_code, latency_ms=latency_ms
             )
             wait = _retry_wait(exc, attempt=attempt)
-            if exc.permanent or attempt == max_attempts or wait is None:
+            if exc.permanent or attempt >= max_attempts or wait is None:
                 reason = message if exc.permanent else _gave_up(message, attempt, exc, wait)
                 return _finish(
                     task=task, worker_id=worker_id, status=TaskStatus.FAILED, error=reason
@@ -158,6 +178,7 @@ def _call_with_retries(*, task: Task, worker_id: str, plan: CallPlan) -> str:
                 "task %s attempt %s failed (%s); retrying in %.1fs", task.pk, attempt, message, wait
             )
             time.sleep(wait)
+            attempt += 1
             continue
         latency_ms = int((time.monotonic() - started) * 1000)
         with transaction.atomic():
@@ -170,14 +191,18 @@ def _call_with_retries(*, task: Task, worker_id: str, plan: CallPlan) -> str:
                 provider_request_id=result.provider_request_id,
                 latency_ms=latency_ms,
             )
+            label = f"{plan.target.model.slug} via {plan.target.credential_label}"
             return _finish(
                 task=task,
                 worker_id=worker_id,
                 status=TaskStatus.DONE,
                 result=result.text,
-                model_label=f"{plan.target.model.slug} via {plan.target.credential_label}",
+                model_label=label + (" (downgraded: over budget)" if downgraded else ""),
             )
-    raise AssertionError("unreachable: the loop returns on its last attempt")
+
+
+def _over_budget(task: Task, worker_id: str, reason: str) -> str:
+    return _finish(task=task, worker_id=worker_id, status=TaskStatus.OVER_BUDGET, error=reason)
 
 
 def _retry_wait(exc: ProviderError, *, attempt: int) -> float | None:

@@ -11,16 +11,19 @@ from __future__ import annotations
 import decimal
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils import timezone
 
 from billing.models import CatalogModel, ModelPrice, PriceSource, Usage
 from billing.money import EXACT
-from billing.pricing import PRICE_KINDS
+from billing.pricing import LONG_CONTEXT_FIELDS, PRICE_KINDS, UnitPrices, price_version_problems
 
 PER_MILLION = Decimal(1_000_000)
 # Per-million prices are shown to four places at most: enough to tell models apart.
@@ -141,6 +144,53 @@ class CatalogModelAdmin(admin.ModelAdmin):
         return _usd_per_million(getattr(obj, "current_completion", None))
 
 
+# Every price column has the same scale; a price needing more places would be rounded.
+_PRICE_PLACES = cast(models.DecimalField, ModelPrice._meta.get_field("prompt")).decimal_places
+
+
+class ModelPriceAddForm(forms.ModelForm):
+    """A new price version (an override): every price kind, the long-context tier and the
+    batch discount, refused when calls could not be charged exactly at it."""
+
+    class Meta:
+        model = ModelPrice
+        fields = ["model", *PRICE_KINDS, *LONG_CONTEXT_FIELDS, "batch_discount"]
+        help_texts = {
+            "long_context_prompt": (
+                "USD per input token for the whole call when its input exceeds the "
+                "threshold. Cache prices move with it: a cache read or write keeps its "
+                "ratio to the input price (Anthropic: 1.25x, 2x, 0.1x)."
+            ),
+            "long_context_completion": (
+                "USD per output token above the threshold; a reasoning price moves with it."
+            ),
+            "long_context_input_cache_read": (
+                "USD per cached token above the threshold, when the provider lists one "
+                "(Google does); else the cache-read price keeps its ratio to input."
+            ),
+            "batch_discount": (
+                "Fraction off the token charges of batch calls, e.g. 0.5 (OpenAI and "
+                "Anthropic batch APIs). Per-request, image and web search fees are not "
+                "discounted."
+            ),
+        }
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:
+            # Field errors first: the combined checks need every value.
+            return cleaned
+        prices = UnitPrices(
+            **{name: cleaned.get(name) for name in PRICE_KINDS},
+            **{name: cleaned.get(name) for name in LONG_CONTEXT_FIELDS},
+            batch_discount=cleaned.get("batch_discount"),
+        )
+        problems = price_version_problems(prices, max_places=_PRICE_PLACES)
+        if problems:
+            raise ValidationError(problems)
+        return cleaned
+
+
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
     list_display = ["model", "valid_from", "source", *PRICE_COLUMNS[:4], "created_at"]
@@ -150,21 +200,46 @@ class ModelPriceAdmin(admin.ModelAdmin):
     sortable_by = ["model", "valid_from", "source", "created_at"]
     autocomplete_fields = ["model"]
 
+    _tier_fieldsets: list[tuple[str, dict[str, Any]]] = [
+        (
+            "Long-context tier",
+            {
+                "fields": list(LONG_CONTEXT_FIELDS),
+                "description": (
+                    "For models that charge more for long prompts (Anthropic's 1M-token "
+                    "context, Gemini 2.5 Pro): when a call's input exceeds the threshold, "
+                    "all of its tokens are charged at these prices."
+                ),
+            },
+        ),
+        ("Batch", {"fields": ["batch_discount"]}),
+    ]
+    _history_fields = ["model", "source", "valid_from", *PRICE_KINDS, "created_at"]
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        if obj is None:
+            kwargs["form"] = ModelPriceAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             description = (
                 "A price added here is an override, in force from now until a catalog "
-                "sync brings a different provider price. Prices are USD per token "
-                "(request and web search: per call). Leave a price empty for none: "
-                "without an input and an output price the model is unpriced."
+                "sync brings a different provider price; calls already under way keep the "
+                "price they started with. Prices are USD per token (request and web "
+                "search: per call). Leave a price empty for none: without an input and an "
+                "output price the model is unpriced."
             )
-            return [(None, {"fields": ["model", *PRICE_KINDS], "description": description})]
-        return [(None, {"fields": self._history_fields})]
-
-    _history_fields = ["model", "source", "valid_from", *PRICE_KINDS, "created_at"]
+            main = {"fields": ["model", *PRICE_KINDS], "description": description}
+            return [(None, main), *self._tier_fieldsets]
+        return [(None, {"fields": self._history_fields}), *self._tier_fieldsets]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [] if obj is None else self._history_fields
+        if obj is None:
+            return []
+        return [*self._history_fields, *LONG_CONTEXT_FIELDS, "batch_discount"]
 
     def save_model(self, request: HttpRequest, obj: ModelPrice, form: Any, change: bool) -> None:
         # A price added by hand is an override in force from now; it yields to the next
@@ -226,3 +301,6 @@ class UsageAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+from billing import admin_budgets  # noqa: E402,F401

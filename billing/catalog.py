@@ -455,15 +455,20 @@ def catalog_sync(*, entries: list[CatalogEntry], now: datetime | None = None) ->
         )
 
         by_slug = {row.slug: row for row in [*to_update, *created_rows]}
+        # OpenRouter lists no long-context tiers or batch discounts: a new version keeps
+        # the ones an admin set on the version in force, instead of silently dropping them.
+        carried = _admin_only_prices(now=now)
         new_prices = [
             ModelPrice(
                 model=by_slug[entry.slug],
                 source=PriceSource.SYNC,
                 valid_from=now,
                 **entry.prices.as_dict(),
+                **carried.get(by_slug[entry.slug].pk, {}),
             )
             for entry in entries
-            if latest_prices.get(by_slug[entry.slug].pk) != entry.prices
+            if _catalog_kinds(latest_prices.get(by_slug[entry.slug].pk))
+            != _catalog_kinds(entry.prices)
         ]
         ModelPrice.objects.bulk_create(new_prices)
 
@@ -475,6 +480,37 @@ def catalog_sync(*, entries: list[CatalogEntry], now: datetime | None = None) ->
         marked_unavailable=marked_unavailable,
         unpriced=[entry.slug for entry in entries if not entry.prices.is_priced],
     )
+
+
+ADMIN_ONLY_PRICE_FIELDS = (
+    "long_context_threshold",
+    "long_context_prompt",
+    "long_context_completion",
+    "long_context_input_cache_read",
+    "batch_discount",
+)
+
+
+def _admin_only_prices(*, now: datetime) -> dict[int, dict[str, Any]]:
+    """Per model id, the tier and batch fields of the price version in force, where any
+    is set."""
+    carried: dict[int, dict[str, Any]] = {}
+    seen: set[int] = set()
+    versions = ModelPrice.objects.filter(valid_from__lte=now).order_by(
+        "model_id", "-valid_from", "-id"
+    )
+    for model_id, *values in versions.values_list("model_id", *ADMIN_ONLY_PRICE_FIELDS):
+        if model_id in seen:
+            continue
+        seen.add(model_id)
+        if any(value is not None for value in values):
+            carried[model_id] = dict(zip(ADMIN_ONLY_PRICE_FIELDS, values, strict=True))
+    return carried
+
+
+def _catalog_kinds(prices: UnitPrices | None) -> dict[str, Any] | None:
+    """The prices a catalog listing can change (tiers and discounts are the admin's)."""
+    return None if prices is None else prices.as_dict()
 
 
 def _latest_sync_prices() -> dict[int, UnitPrices]:

@@ -12,16 +12,29 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing.alerts import alert_record_drift
+from billing.budgets import (
+    Reservation,
+    budget_alert_crossings,
+    budget_reserve,
+    budget_settle,
+    thresholds_crossed,
+    worst_case_cost,
+)
 from billing.estimation import prompt_tokens_estimate, tokens_estimate
-from billing.models import CatalogModel, PricingBasis, Usage, UsageStatus
-from billing.money import ZERO, money_sum
+from billing.models import CatalogModel, ModelPrice, PricingBasis, Usage, UsageStatus
+from billing.money import EXACT, ZERO, money_sum
 from billing.pricing import TokenUsage, cost_of, resolve_prices
+from billing.rollups import delta_of, rollup_add
+from billing.rollups import key_of as rollup_key_of
 from billing.selectors import price_current
+from billing.settle_postgres import settle_statement
 from office.models import Task
 
 
@@ -46,13 +59,18 @@ def usage_open(
     target: CallTarget,
     attempt: int,
     estimated_input_tokens: int,
+    input_tokens_bound: int,
     max_output_tokens: int,
     now: datetime | None = None,
 ) -> Usage:
-    """Write and commit a `pending` ledger row for a call about to be made.
+    """Reserve the call's worst case against the budgets and write a `pending` ledger
+    row, in one transaction committed before the call leaves.
 
-    Returns the row, whose `call_id` identifies the call to the provider. Raises
-    LedgerError when the model has no price version at all (run sync_prices).
+    `input_tokens_bound` is an upper bound on the input tokens (not the estimate): with
+    `max_output_tokens` it bounds the cost, so reservations bound spend. Returns the row,
+    whose `call_id` identifies the call to the provider. Raises LedgerError when the
+    model has no price version at all (run sync_prices), and BudgetExceeded when a hard
+    budget refuses the call (nothing is written then).
     """
     now = now or timezone.now()
     price = price_current(model=target.model, at=now)
@@ -61,6 +79,35 @@ def usage_open(
             f"The model {target.model.slug} has no price in the catalog; run "
             "`manage.py sync_prices` or add a price in the admin."
         )
+    worst_case = worst_case_cost(
+        prices=price.unit_prices(),
+        input_tokens=input_tokens_bound,
+        max_output_tokens=max_output_tokens,
+    )
+    with transaction.atomic():
+        reservation = budget_reserve(role=task.role, model=target.model, amount=worst_case, at=now)
+        return _usage_create(
+            task,
+            target,
+            price,
+            attempt,
+            estimated_input_tokens,
+            max_output_tokens,
+            reservation,
+            now,
+        )
+
+
+def _usage_create(
+    task: Task,
+    target: CallTarget,
+    price: ModelPrice,
+    attempt: int,
+    estimated_input_tokens: int,
+    max_output_tokens: int,
+    reservation: Reservation,
+    now: datetime,
+) -> Usage:
     return Usage.objects.create(
         call_id=uuid.uuid4().hex,
         task=task,
@@ -75,6 +122,9 @@ def usage_open(
         status=UsageStatus.PENDING,
         estimated_input_tokens=estimated_input_tokens,
         max_output_tokens=max_output_tokens,
+        reserved=reservation.amount,
+        budget_periods=reservation.period_ids,
+        person_id=task.created_by_id,
         created_at=now,
     )
 
@@ -204,19 +254,79 @@ def _close(
         **{f"price_{kind}": value for kind, value in prices.as_dict().items()},
         "price_batch_discount": prices.batch_discount,
     }
+    spent = None if status == UsageStatus.FAILED else cost
     with transaction.atomic():
-        updated = Usage.objects.filter(pk=usage.pk, status=UsageStatus.PENDING).update(**fields)
-        if updated != 1:
-            raise LedgerError(f"Call {usage.call_id} is not pending; it was closed before.")
-        _task_add(
-            task_id=usage.task_id,
-            input_tokens=token_usage.input_tokens,
-            output_tokens=token_usage.output_tokens,
-            cost=cost,
-        )
+        if connection.vendor == "postgresql":
+            _close_postgresql(usage=usage, fields=fields, token_usage=token_usage, cost=cost,
+                              spent=spent)  # fmt: skip
+        else:
+            _close_portable(usage=usage, fields=fields, token_usage=token_usage, cost=cost,
+                            spent=spent)  # fmt: skip
+        if usage.reported_cost is not None and basis == PricingBasis.REPORTED:
+            alert_record_drift(usage=usage)
+    return usage
+
+
+def _close_postgresql(
+    *,
+    usage: Usage,
+    fields: dict[str, Any],
+    token_usage: TokenUsage,
+    cost: Decimal,
+    spent: Decimal | None,
+) -> None:
+    """One round trip; see billing.settle_postgres."""
+    pending = {key: getattr(usage, key) for key in fields}
     for key, value in fields.items():
         setattr(usage, key, value)
-    return usage
+    periods = settle_statement(
+        usage_id=usage.pk,
+        fields=fields,
+        task_id=usage.task_id,
+        input_tokens=token_usage.input_tokens,
+        output_tokens=token_usage.output_tokens,
+        cost=cost,
+        spent=spent,
+        reserved=usage.reserved,
+        period_ids=list(usage.budget_periods),
+        rollup_key=rollup_key_of(usage),
+        rollup_delta=delta_of(usage),
+    )
+    if periods is None:
+        for key, value in pending.items():
+            setattr(usage, key, value)
+        raise LedgerError(f"Call {usage.call_id} is not pending; it was closed before.")
+    for period in periods:
+        before = EXACT.subtract(period.spent, spent or ZERO)
+        if spent and thresholds_crossed(
+            limit=period.limit, thresholds=period.thresholds, before=before, after=period.spent
+        ):
+            budget_alert_crossings(period_id=period.period_id, before=before, after=period.spent)
+
+
+def _close_portable(
+    *,
+    usage: Usage,
+    fields: dict[str, Any],
+    token_usage: TokenUsage,
+    cost: Decimal,
+    spent: Decimal | None,
+) -> None:
+    """The ORM path (SQLite): each counter is read under its lock and written back, with
+    money added in Python, since SQLite keeps money as text."""
+    updated = Usage.objects.filter(pk=usage.pk, status=UsageStatus.PENDING).update(**fields)
+    if updated != 1:
+        raise LedgerError(f"Call {usage.call_id} is not pending; it was closed before.")
+    for key, value in fields.items():
+        setattr(usage, key, value)
+    _task_add(
+        task_id=usage.task_id,
+        input_tokens=token_usage.input_tokens,
+        output_tokens=token_usage.output_tokens,
+        cost=cost,
+    )
+    rollup_add(usage=usage)
+    budget_settle(period_ids=usage.budget_periods, reserved=usage.reserved, cost=spent)
 
 
 def _task_add(*, task_id: int, input_tokens: int, output_tokens: int, cost: Decimal) -> None:

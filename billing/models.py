@@ -395,6 +395,10 @@ class Alert(models.Model):
                 condition=Q(kind="threshold"),
                 name="alert_once_per_threshold",
             ),
+            # Once per call for drift.
+            models.UniqueConstraint(
+                fields=["usage"], condition=Q(kind="drift"), name="alert_once_per_drifting_call"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,5 +1,12 @@
-"""URL patterns (filled in by the pages that live here)."""
+"""Manager report pages (namespace "billing"), mounted under /billing/."""
 
-from django.urls import URLPattern
+from django.urls import path
 
-urlpatterns: list[URLPattern] = []
+from billing import views
+
+app_name = "billing"
+
+urlpatterns = [
+    path("reports/", views.report_month, name="reports"),
+    path("reports/export.csv", views.report_export, name="report_export"),
+]

@@ -187,6 +187,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "agents.tasks.sweep_stale_tasks",
         "schedule": schedule(ROSTER_SWEEP_INTERVAL),
     },
+    # Alerts whose queued delivery was lost (broker down at commit) or failed.
+    "deliver-pending-alerts": {
+        "task": "billing.tasks.deliver_pending_alerts",
+        "schedule": schedule(300),
+    },
 }
 
 # --- Roster -------------------------------------------------------------------------------

@@ -42,19 +42,45 @@ def parse_token_usage(usage: dict[str, Any]) -> TokenUsage:
     """Normalise an Anthropic usage object.
 
     Anthropic's input_tokens leaves out cache reads and cache writes; ours counts every
-    prompt token. Thinking is billed as output and not split out, so reasoning stays 0.
-    Raises ValueError or PricingError for unreadable counts.
+    prompt token. Cache writes are split by lifetime, which Anthropic prices apart (1.25x
+    input for 5 minutes, 2x for an hour), see `_cache_writes`. Thinking is billed as
+    output and not split out, so reasoning stays 0. `service_tier: "batch"` marks a
+    Message Batches result, billed at the batch discount.
+    Raises ValueError or PricingError for unreadable or inconsistent counts.
     """
     cache_read = token_count(usage.get("cache_read_input_tokens"))
-    cache_write = token_count(usage.get("cache_creation_input_tokens"))
+    write_5m, write_1h = _cache_writes(usage)
     server_tools = json_object(usage.get("server_tool_use"))
     return TokenUsage(
-        input_tokens=token_count(usage.get("input_tokens")) + cache_read + cache_write,
+        input_tokens=token_count(usage.get("input_tokens")) + cache_read + write_5m + write_1h,
         output_tokens=token_count(usage.get("output_tokens")),
         cached_input_tokens=cache_read,
-        cache_write_tokens=cache_write,
+        cache_write_tokens=write_5m,
+        cache_write_1h_tokens=write_1h,
         web_searches=token_count(server_tools.get("web_search_requests")),
+        is_batch=usage.get("service_tier") == "batch",
     )
+
+
+def _cache_writes(usage: dict[str, Any]) -> tuple[int, int]:
+    """Return (5-minute, 1-hour) cache-write tokens.
+
+    `cache_creation` breaks `cache_creation_input_tokens` down by lifetime. Without it
+    (older API versions, some proxies) every write is a 5-minute one, the default
+    lifetime. Raises ValueError when the breakdown and the total disagree.
+    """
+    total = usage.get("cache_creation_input_tokens")
+    breakdown = json_object(usage.get("cache_creation"))
+    if not breakdown:
+        return token_count(total), 0
+    write_5m = token_count(breakdown.get("ephemeral_5m_input_tokens"))
+    write_1h = token_count(breakdown.get("ephemeral_1h_input_tokens"))
+    if total is not None and token_count(total) != write_5m + write_1h:
+        raise ValueError(
+            f"cache_creation ({write_5m} 5m + {write_1h} 1h) does not add up to "
+            f"cache_creation_input_tokens ({total})"
+        )
+    return write_5m, write_1h
 
 
 def parse_message(data: dict[str, Any], *, provider_label: str, secret: str) -> ChatResult:

@@ -380,6 +380,86 @@ def test_anthropic_usage_adds_cache_reads_and_writes_to_input(
     assert result.raw_usage["cache_creation"]["ephemeral_5m_input_tokens"] == 1200
 
 
+def anthropic_usage(respx_mock: respx.MockRouter, **usage: Any) -> TokenUsage | None:
+    """The TokenUsage of the recorded Anthropic answer with its usage block replaced."""
+    data = json.loads(recorded("anthropic_message.json"))
+    data["usage"] = usage
+    respx_mock.post("https://api.anthropic.com/v1/messages").mock(
+        return_value=json_reply(200, json.dumps(data))
+    )
+    result = anthropic.ADAPTER.complete(
+        endpoint=Endpoint(base_url=ANTHROPIC_URL, api_key=KEY), request=REQUEST
+    )
+    assert result.text == "Revenue grew 12% while costs stayed flat."
+    return result.usage
+
+
+def test_anthropic_cache_writes_are_split_by_lifetime(respx_mock: respx.MockRouter) -> None:
+    usage = anthropic_usage(
+        respx_mock,
+        input_tokens=10,
+        cache_creation_input_tokens=3000,
+        cache_read_input_tokens=500,
+        cache_creation={"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 2000},
+        output_tokens=40,
+    )
+    assert usage == TokenUsage(
+        input_tokens=3510,
+        output_tokens=40,
+        cached_input_tokens=500,
+        cache_write_tokens=1000,
+        cache_write_1h_tokens=2000,
+    )
+
+
+def test_anthropic_cache_writes_without_breakdown_are_five_minute_writes(
+    respx_mock: respx.MockRouter,
+) -> None:
+    usage = anthropic_usage(
+        respx_mock, input_tokens=10, cache_creation_input_tokens=3000, output_tokens=40
+    )
+    assert usage == TokenUsage(input_tokens=3010, output_tokens=40, cache_write_tokens=3000)
+
+
+def test_anthropic_breakdown_without_total_is_used(respx_mock: respx.MockRouter) -> None:
+    usage = anthropic_usage(
+        respx_mock,
+        input_tokens=10,
+        cache_creation={"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 700},
+        output_tokens=40,
+    )
+    assert usage == TokenUsage(input_tokens=710, output_tokens=40, cache_write_1h_tokens=700)
+
+
+def test_anthropic_breakdown_that_disagrees_with_the_total_is_unreadable_usage(
+    respx_mock: respx.MockRouter,
+) -> None:
+    usage = anthropic_usage(
+        respx_mock,
+        input_tokens=10,
+        cache_creation_input_tokens=3000,
+        cache_creation={"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 1000},
+        output_tokens=40,
+    )
+    assert usage is None  # billing estimates it; the raw block stays on the result
+
+
+def test_anthropic_web_searches_and_batch_tier_are_mapped(respx_mock: respx.MockRouter) -> None:
+    usage = anthropic_usage(
+        respx_mock,
+        input_tokens=900,
+        output_tokens=120,
+        server_tool_use={"web_search_requests": 3},
+        service_tier="batch",
+    )
+    assert usage == TokenUsage(input_tokens=900, output_tokens=120, web_searches=3, is_batch=True)
+    standard = anthropic_usage(
+        respx_mock, input_tokens=900, output_tokens=120, service_tier="standard"
+    )
+    assert standard is not None
+    assert standard.is_batch is False
+
+
 def test_anthropic_without_system_prompt_sends_no_system(respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post("https://api.anthropic.com/v1/messages").mock(
         return_value=json_reply(200, recorded("anthropic_message.json"))

@@ -208,6 +208,7 @@ def _orphan(sandbox, model, *, executions: int) -> tuple[Task, Usage]:
         ),
         attempt=1,
         estimated_input_tokens=10,
+        input_tokens_bound=40,
         max_output_tokens=100,
     )
     return task, pending

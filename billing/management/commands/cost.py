@@ -1,25 +1,37 @@
 """`manage.py cost <subcommand>`: what the office spent, for people and for scripts.
 
     manage.py cost summary --period month --format table
+    manage.py cost breakdown --period week --by model --format csv
 
-Subcommands are argparse subparsers; each is one `_handle_<name>` method, so `breakdown`
-and `alert` slot in beside `summary`.
+Figures come from billing.reports (the rollups), like the report page. Each subcommand
+is one `_add_<name>` method that declares its parser and one `_handle_<name>` method that
+runs it (a dash in the name becomes an underscore), so `alert` and `rebuild-rollups`
+slot in beside `summary` and `breakdown`.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
-from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
+from datetime import date
+from typing import Any, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from billing.money import format_usd, money_sum
-from billing.periods import PERIODS, period_bounds
-from billing.reports import RoleSpend, spend_by_role
-from office.fields import decimal_text
+from billing.money import format_usd
+from billing.periods import PERIODS, local_day, local_midnight, office_tz, period_days
+from billing.reports import (
+    BREAKDOWNS,
+    BreakdownRow,
+    Dimension,
+    Spend,
+    breakdown_columns,
+    spend_breakdown,
+    spend_sum,
+)
 
 FORMATS = ("table", "csv", "json")
 
@@ -29,68 +41,93 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         subcommands = parser.add_subparsers(dest="subcommand", required=True, metavar="subcommand")
-        summary = subcommands.add_parser(
-            "summary", help="Spend per role for the current day, week or month."
-        )
-        summary.add_argument(
+        # Options every report subcommand shares.
+        report_options = argparse.ArgumentParser(add_help=False)
+        report_options.add_argument(
             "--period",
             choices=PERIODS,
             default="month",
             help="Calendar period containing now, in TIME_ZONE (default: month).",
         )
-        summary.add_argument(
+        report_options.add_argument(
             "--format",
             dest="output_format",
             choices=FORMATS,
             default="table",
             help="table for people (6 decimals), csv or json with exact amounts.",
         )
+        self._add_summary(subcommands, parents=[report_options])
+        self._add_breakdown(subcommands, parents=[report_options])
+
+    def _add_summary(self, subcommands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
+        subcommands.add_parser(
+            "summary",
+            parents=parents,
+            help="Totals and spend per role for the current day, week or month.",
+        )
+
+    def _add_breakdown(self, subcommands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
+        breakdown = subcommands.add_parser(
+            "breakdown",
+            parents=parents,
+            help="Spend per role, model, provider or person for the current period.",
+        )
+        breakdown.add_argument(
+            "--by",
+            choices=BREAKDOWNS,
+            default="role",
+            help="What to break down by (default: role).",
+        )
 
     def handle(self, *args: Any, subcommand: str, **options: Any) -> None:
-        handler = getattr(self, f"_handle_{subcommand}", None)
+        handler = getattr(self, f"_handle_{subcommand.replace('-', '_')}", None)
         if handler is None:
             raise CommandError(f"Unknown subcommand {subcommand!r}.")
         handler(**options)
 
+    # --- summary and breakdown ---------------------------------------------------------
+
     def _handle_summary(self, *, period: str, output_format: str, **options: Any) -> None:
-        start, end = period_bounds(
-            period=period, now=timezone.now(), tz=timezone.get_current_timezone()
-        )
-        report = spend_by_role(start=start, end=end)
+        self._report(period=period, by="role", output_format=output_format, summary=True)
+
+    def _handle_breakdown(
+        self, *, period: str, by: str, output_format: str, **options: Any
+    ) -> None:
+        self._report(period=period, by=by, output_format=output_format, summary=False)
+
+    def _report(self, *, period: str, by: str, output_format: str, summary: bool) -> None:
+        if output_format not in FORMATS:
+            raise CommandError(f"Unknown format {output_format!r}; use {', '.join(FORMATS)}.")
+        try:
+            start, end = period_days(period=period, day=local_day(timezone.now()))
+            rows = spend_breakdown(start=start, end=end, by=cast(Dimension, by))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        # The breakdown covers every billed call once, so its sum is the period's total.
+        totals = spend_sum(row.spend for row in rows)
         if output_format == "csv":
-            self._write_csv(report)
+            self._write_csv(rows, by=by)
         elif output_format == "json":
-            self._write_json(report, period=period, start=start, end=end)
+            self._write_json(
+                rows, totals, by=by, period=period, start=start, end=end, summary=summary
+            )
         else:
             self.stdout.write(
-                f"Spend by role, {period} from {start:%Y-%m-%d} to {end:%Y-%m-%d} "
+                f"Spend by {by}, {period} from {start:%Y-%m-%d} to {end:%Y-%m-%d} "
                 f"({timezone.get_current_timezone_name()})\n"
             )
-            self._write_table(report)
+            self._write_table(rows, totals, by=by)
+            if summary:
+                self.stdout.write("\n" + _totals_block(totals))
 
-    def _write_table(self, report: list[RoleSpend]) -> None:
-        header = ["Role", "Calls", "Input tokens", "Output tokens", "Cost"]
-        body = [
-            [
-                r.role_slug,
-                f"{r.calls:,}",
-                f"{r.input_tokens:,}",
-                f"{r.output_tokens:,}",
-                format_usd(r.cost),
-            ]
-            for r in report
-        ]
-        total = [
-            "Total",
-            f"{sum(r.calls for r in report):,}",
-            f"{sum(r.input_tokens for r in report):,}",
-            f"{sum(r.output_tokens for r in report):,}",
-            format_usd(money_sum(r.cost for r in report)),
-        ]
+    def _write_table(self, rows: Sequence[BreakdownRow], totals: Spend, *, by: str) -> None:
+        header = [by.capitalize(), "Calls", "Unpriced", "Input tokens", "Output tokens", "Cost"]
+        body = [_table_cells(row.key or "(no one)", row.spend) for row in rows]
+        total = _table_cells("Total", totals)
         widths = [max(len(row[i]) for row in [header, *body, total]) for i in range(len(header))]
 
         def line(cells: list[str]) -> str:
-            # The role left-aligned, the figures right-aligned.
+            # The name left-aligned, the figures right-aligned.
             first, *rest = cells
             return "  ".join(
                 [
@@ -102,45 +139,71 @@ class Command(BaseCommand):
         rule = "  ".join("-" * w for w in widths)
         self.stdout.write("\n".join([line(header), rule, *map(line, body), rule, line(total)]))
 
-    def _write_csv(self, report: list[RoleSpend]) -> None:
-        writer = csv.writer(self.stdout, lineterminator="\n")
-        writer.writerow(["role", "role_name", "calls", "input_tokens", "output_tokens", "cost_usd"])
-        for r in report:
-            writer.writerow(
-                [
-                    r.role_slug,
-                    r.role_name,
-                    r.calls,
-                    r.input_tokens,
-                    r.output_tokens,
-                    decimal_text(r.cost),
-                ]
-            )
+    def _write_csv(self, rows: Sequence[BreakdownRow], *, by: str) -> None:
+        # The same columns as the report page's CSV export.
+        writer = csv.DictWriter(
+            self.stdout, fieldnames=breakdown_columns(by=by), lineterminator="\n"
+        )
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.as_record(by=by))
 
     def _write_json(
-        self, report: list[RoleSpend], *, period: str, start: datetime, end: datetime
+        self,
+        rows: Sequence[BreakdownRow],
+        totals: Spend,
+        *,
+        by: str,
+        period: str,
+        start: date,
+        end: date,
+        summary: bool,
     ) -> None:
-        document = {
+        tz = office_tz()
+        records = [row.as_record(by=by) for row in rows]
+        document: dict[str, Any] = {
             "period": period,
-            "start": start.isoformat(),
-            "end": end.isoformat(),
-            "roles": [
-                {
-                    "role": r.role_slug,
-                    "role_name": r.role_name,
-                    "calls": r.calls,
-                    "input_tokens": r.input_tokens,
-                    "output_tokens": r.output_tokens,
-                    # A string: JSON numbers are floats to most readers.
-                    "cost_usd": decimal_text(r.cost),
-                }
-                for r in report
-            ],
-            "total": {
-                "calls": sum(r.calls for r in report),
-                "input_tokens": sum(r.input_tokens for r in report),
-                "output_tokens": sum(r.output_tokens for r in report),
-                "cost_usd": decimal_text(money_sum(r.cost for r in report)),
-            },
+            "start": local_midnight(start, tz).isoformat(),
+            "end": local_midnight(end, tz).isoformat(),
+            "time_zone": str(tz),
         }
+        # Money as strings: JSON numbers are floats to most readers. A summary keeps the
+        # shape it has always had: "roles" and "total".
+        if summary:
+            document["roles"] = records
+        else:
+            document |= {"by": by, "rows": records}
+        document["total"] = totals.as_record()
         self.stdout.write(json.dumps(document, indent=2))
+
+
+def _table_cells(name: str, spend: Spend) -> list[str]:
+    return [
+        name,
+        f"{spend.calls:,}",
+        f"{spend.unpriced_calls:,}",
+        f"{spend.input_tokens:,}",
+        f"{spend.output_tokens:,}",
+        format_usd(spend.cost),
+    ]
+
+
+def _totals_block(totals: Spend) -> str:
+    lines = [
+        ("Failed calls (not billed)", f"{totals.failed_calls:,}"),
+        ("Estimated calls", f"{totals.estimated_calls:,}"),
+        ("Unpriced calls", f"{totals.unpriced_calls:,}"),
+        ("Cached input tokens", f"{totals.cached_input_tokens:,}"),
+        ("Cache write tokens", f"{totals.cache_write_tokens:,}"),
+        ("Reasoning tokens", f"{totals.reasoning_tokens:,}"),
+        ("Provider-reported cost", format_usd(totals.reported_cost)),
+        ("Cache savings", format_usd(totals.cache_savings)),
+    ]
+    width = max(len(label) for label, _ in lines)
+    text = [f"{label.ljust(width)}  {value}" for label, value in lines]
+    if totals.unpriced_calls:
+        text.append(
+            f"Warning: {totals.unpriced_calls:,} calls used a model with no price; their "
+            "cost is unknown and not in the cost above."
+        )
+    return "\n".join(text)
