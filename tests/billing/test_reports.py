@@ -7,6 +7,7 @@ import io
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from io import StringIO
 from unittest import mock
 from zoneinfo import ZoneInfo
 
@@ -31,7 +32,7 @@ from billing.reports import (
     spend_totals,
     tasks_top,
 )
-from tests.factories import CatalogModelFactory, RoleFactory, TaskFactory
+from tests.factories import CatalogModelFactory, RoleFactory, TaskFactory, UsageFactory
 
 NOW = datetime(2026, 6, 17, 15, 30, tzinfo=UTC)  # a Wednesday
 JUNE = (date(2026, 6, 1), date(2026, 7, 1))
@@ -539,3 +540,51 @@ def test_cost_rejects_unknown_values_passed_as_keywords() -> None:
 def test_cost_requires_a_subcommand() -> None:
     with pytest.raises(CommandError, match="subcommand"):
         call_command("cost")
+
+
+# --- cost alert and cost rebuild-rollups ---------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_cost_alert_command_alerts_only_above_the_threshold(settings, mailoutbox) -> None:
+    from billing.models import Alert
+
+    settings.ROSTER_ALERT_EMAILS = ["finance@example.com"]
+    UsageFactory(cost=Decimal("3.50"))
+    out = StringIO()
+
+    call_command("cost", "alert", "--threshold", "5.00", "--period", "month", stdout=out)
+    assert "Below threshold: $3.500000 spent this month" in out.getvalue()
+    assert not Alert.objects.exists()
+
+    UsageFactory(cost=Decimal("2"))
+    call_command("cost", "alert", "--threshold", "5.00", "--period", "month", stdout=out)
+    assert "ALERT: $5.500000 spent this month" in out.getvalue()
+    assert Alert.objects.get().kind == "manual"
+    assert len(mailoutbox) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("threshold", "message"), [("abc", "must be an amount"), ("-1", "above zero")]
+)
+def test_cost_alert_command_refuses_bad_thresholds(threshold: str, message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        call_command("cost", "alert", "--threshold", threshold, stdout=StringIO())
+
+
+@pytest.mark.django_db
+def test_cost_rebuild_rollups_reports_and_repairs_differences() -> None:
+    from billing.rollups import rollup_add
+
+    usage = UsageFactory(cost=Decimal("0.25"))
+    rollup_add(usage=usage)
+    out = StringIO()
+    call_command("cost", "rebuild-rollups", "--check", stdout=out)
+    assert "0 differences" in out.getvalue()
+
+    UsageRollup.objects.update(cost=Decimal("1"))
+    with pytest.raises(CommandError, match="differ from the ledger"):
+        call_command("cost", "rebuild-rollups", "--check", stdout=StringIO())
+    call_command("cost", "rebuild-rollups", stdout=out)
+    assert UsageRollup.objects.get().cost == Decimal("0.25")

@@ -2,6 +2,8 @@
 
     manage.py cost summary --period month --format table
     manage.py cost breakdown --period week --by model --format csv
+    manage.py cost alert --threshold 5.00 --period week
+    manage.py cost rebuild-rollups [--check] [--since YYYY-MM-DD]
 
 Figures come from billing.reports (the rollups), like the report page. Each subcommand
 is one `_add_<name>` method that declares its parser and one `_handle_<name>` method that
@@ -16,11 +18,13 @@ import csv
 import json
 from collections.abc import Sequence
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from billing.alerts import alert_check_spend
 from billing.money import format_usd
 from billing.periods import PERIODS, local_day, local_midnight, office_tz, period_days
 from billing.reports import (
@@ -32,6 +36,7 @@ from billing.reports import (
     spend_breakdown,
     spend_sum,
 )
+from billing.rollups import rollups_rebuild
 
 FORMATS = ("table", "csv", "json")
 
@@ -58,6 +63,26 @@ class Command(BaseCommand):
         )
         self._add_summary(subcommands, parents=[report_options])
         self._add_breakdown(subcommands, parents=[report_options])
+        self._add_alert(subcommands)
+        self._add_rebuild_rollups(subcommands)
+
+    def _add_alert(self, subcommands: Any) -> None:
+        alert = subcommands.add_parser(
+            "alert",
+            help="Alert (email, webhook) if the office spent at least THRESHOLD this period.",
+        )
+        alert.add_argument("--threshold", required=True, help="USD, e.g. 5.00.")
+        alert.add_argument("--period", choices=PERIODS, default="month")
+
+    def _add_rebuild_rollups(self, subcommands: Any) -> None:
+        rebuild = subcommands.add_parser(
+            "rebuild-rollups",
+            help="Recompute rollups from the ledger; list any difference (there should be none).",
+        )
+        rebuild.add_argument("--check", action="store_true", help="Only compare; change nothing.")
+        rebuild.add_argument(
+            "--since", type=date.fromisoformat, help="First local day (YYYY-MM-DD); default all."
+        )
 
     def _add_summary(self, subcommands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
         subcommands.add_parser(
@@ -84,6 +109,40 @@ class Command(BaseCommand):
         if handler is None:
             raise CommandError(f"Unknown subcommand {subcommand!r}.")
         handler(**options)
+
+    # --- alert and rebuild-rollups -----------------------------------------------------
+
+    def _handle_alert(self, *, threshold: str, period: str, **options: Any) -> None:
+        try:
+            amount = Decimal(threshold)
+        except InvalidOperation:
+            raise CommandError(
+                f"--threshold must be an amount in USD, got {threshold!r}."
+            ) from None
+        try:
+            check = alert_check_spend(threshold=amount, period=period)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        spent = f"{format_usd(check.spent)} spent this {period} (threshold {format_usd(amount)})"
+        if check.alert is None:
+            self.stdout.write(f"Below threshold: {spent}.")
+            return
+        delivered = check.delivery.as_dict() if check.delivery is not None else {}
+        self.stdout.write(
+            f"ALERT: {spent}. Alert #{check.alert.pk} recorded; delivery: {delivered}"
+        )
+
+    def _handle_rebuild_rollups(self, *, check: bool, since: date | None, **options: Any) -> None:
+        report = rollups_rebuild(start=since, dry_run=check)
+        for line in report.differences:
+            self.stdout.write(line)
+        verb = "Compared" if check else "Rebuilt"
+        self.stdout.write(
+            f"{verb} rollups from {report.ledger_rows} ledger rows: {report.rows_before} rows "
+            f"stored, {report.rows_after} computed, {len(report.differences)} differences."
+        )
+        if report.differences and check:
+            raise CommandError("Rollups differ from the ledger (run without --check to fix).")
 
     # --- summary and breakdown ---------------------------------------------------------
 
