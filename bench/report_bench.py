@@ -347,13 +347,14 @@ def rollups_fill(*, start: date, end: date) -> int:
         cursor.execute(
             f"""
             INSERT INTO {UsageRollup._meta.db_table} (
-                day, role_id, model_id, provider, person_id, calls, failed_calls,
+                day, role_id, model_id, provider, person_id, tasks, calls, failed_calls,
                 estimated_calls, unpriced_calls, input_tokens, output_tokens,
                 cached_input_tokens, cache_write_tokens, reasoning_tokens, cost,
                 reported_cost, cache_savings
             )
             SELECT (created_at AT TIME ZONE %(tz)s)::date, role_id, model_id, provider,
                    person_id,
+                   COUNT(*) FILTER (WHERE first_of_task),
                    COUNT(*) FILTER (WHERE {billed}),
                    COUNT(*) FILTER (WHERE status = 'failed'),
                    COUNT(*) FILTER (WHERE {billed} AND basis = 'estimated'),
@@ -369,8 +370,16 @@ def rollups_fill(*, start: date, end: date) -> int:
                    COALESCE(SUM(cached_input_tokens * (price_prompt - price_input_cache_read))
                             FILTER (WHERE {billed} AND cached_input_tokens > 0
                                     AND price_input_cache_read < price_prompt), 0)
-              FROM billing_usage
-             WHERE status <> 'pending' AND created_at >= %(start)s AND created_at < %(end)s
+              FROM (
+                    -- A task counts once, in the rollup of its first call to close
+                    -- (settlement order), as billing.rollups does.
+                    SELECT *, row_number() OVER (
+                               PARTITION BY task_id ORDER BY settled_at, id) = 1
+                               AS first_of_task
+                      FROM billing_usage
+                     WHERE status <> 'pending'
+                   ) AS closed
+             WHERE created_at >= %(start)s AND created_at < %(end)s
              GROUP BY 1, 2, 3, 4, 5
             """,
             {

@@ -290,7 +290,8 @@ def _close_postgresql(
         reserved=usage.reserved,
         period_ids=list(usage.budget_periods),
         rollup_key=rollup_key_of(usage),
-        rollup_delta=delta_of(usage),
+        # The statement decides whether the call is its task's first to close.
+        rollup_delta=delta_of(usage, first_of_task=False),
     )
     if periods is None:
         for key, value in pending.items():
@@ -319,23 +320,25 @@ def _close_portable(
         raise LedgerError(f"Call {usage.call_id} is not pending; it was closed before.")
     for key, value in fields.items():
         setattr(usage, key, value)
-    _task_add(
+    calls_before = _task_add(
         task_id=usage.task_id,
         input_tokens=token_usage.input_tokens,
         output_tokens=token_usage.output_tokens,
         cost=cost,
     )
-    rollup_add(usage=usage)
+    rollup_add(usage=usage, first_of_task=calls_before == 0)
     budget_settle(period_ids=usage.budget_periods, reserved=usage.reserved, cost=spent)
 
 
-def _task_add(*, task_id: int, input_tokens: int, output_tokens: int, cost: Decimal) -> None:
+def _task_add(*, task_id: int, input_tokens: int, output_tokens: int, cost: Decimal) -> int:
+    """Add a closed call to its task's totals. Returns the task's closed calls before."""
     # Money is added in Python under a row lock: exact on every database (SQLite keeps
     # it as text), and two settlements of one task cannot lose each other's update.
-    task = Task.objects.select_for_update().only("cost").get(pk=task_id)
+    task = Task.objects.select_for_update().only("cost", "provider_calls").get(pk=task_id)
     Task.objects.filter(pk=task_id).update(
         input_tokens=F("input_tokens") + input_tokens,
         output_tokens=F("output_tokens") + output_tokens,
         provider_calls=F("provider_calls") + 1,
         cost=money_sum([task.cost, cost]),
     )
+    return task.provider_calls

@@ -238,6 +238,9 @@ class UsageRollup(models.Model):
         blank=True,
         related_name="roster_rollups",
     )
+    tasks = models.PositiveBigIntegerField(
+        default=0, help_text="Tasks whose first provider call closed in this rollup."
+    )
     calls = models.PositiveBigIntegerField(default=0, help_text="Settled or estimated calls.")
     failed_calls = models.PositiveBigIntegerField(default=0)
     estimated_calls = models.PositiveBigIntegerField(default=0)

@@ -14,6 +14,7 @@ from datetime import date
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from billing.models import PricingBasis, Usage, UsageRollup, UsageStatus
 from billing.money import EXACT, ZERO
@@ -26,6 +27,7 @@ RollupKey = tuple[date, int, int, str, int | None]  # day, role, model, provider
 class RollupDelta:
     """What one or more ledger rows add to a rollup row."""
 
+    tasks: int = 0
     calls: int = 0
     failed_calls: int = 0
     estimated_calls: int = 0
@@ -52,12 +54,17 @@ class RollupDelta:
 ROLLUP_FIELDS = tuple(f.name for f in fields(RollupDelta))
 
 
-def delta_of(usage: Usage) -> RollupDelta:
-    """What a closed ledger row contributes to its rollup (nothing while pending)."""
+def delta_of(usage: Usage, *, first_of_task: bool) -> RollupDelta:
+    """What a closed ledger row contributes to its rollup (nothing while pending).
+
+    `first_of_task`: this is the first of its task's calls to close, so the rollup counts
+    the task (once, whatever the call's outcome).
+    """
     if usage.status == UsageStatus.PENDING:
         return RollupDelta()
+    tasks = int(first_of_task)
     if usage.status == UsageStatus.FAILED:
-        return RollupDelta(failed_calls=1)
+        return RollupDelta(tasks=tasks, failed_calls=1)
     savings = ZERO
     if (
         usage.cached_input_tokens
@@ -68,6 +75,7 @@ def delta_of(usage: Usage) -> RollupDelta:
         discount = EXACT.subtract(usage.price_prompt, usage.price_input_cache_read)
         savings = EXACT.multiply(discount, Decimal(usage.cached_input_tokens))
     return RollupDelta(
+        tasks=tasks,
         calls=1,
         estimated_calls=int(usage.basis == PricingBasis.ESTIMATED),
         unpriced_calls=int(usage.basis == PricingBasis.UNPRICED),
@@ -92,10 +100,10 @@ def key_of(usage: Usage) -> RollupKey:
     )
 
 
-def rollup_add(*, usage: Usage) -> None:
+def rollup_add(*, usage: Usage, first_of_task: bool) -> None:
     """Add a just-closed ledger row into its rollup row. Call inside the closing
     transaction: the rollup row is locked, so concurrent settlements add up exactly."""
-    delta = delta_of(usage)
+    delta = delta_of(usage, first_of_task=first_of_task)
     day, role_id, model_id, provider, person_id = key_of(usage)
     lookup = {
         "day": day,
@@ -127,13 +135,29 @@ class RebuildReport:
 
 
 def rollups_compute(usages: Iterable[Usage]) -> dict[RollupKey, RollupDelta]:
-    """Aggregate ledger rows into rollup values, in Python (exact on every database)."""
+    """Aggregate ledger rows into rollup values, in Python (exact on every database).
+    Each row needs an `is_first` attribute (see `_ledger_with_first`)."""
     totals: dict[RollupKey, RollupDelta] = {}
     for usage in usages:
         if usage.status == UsageStatus.PENDING:
             continue
-        totals.setdefault(key_of(usage), RollupDelta()).add(delta_of(usage))
+        delta = delta_of(usage, first_of_task=usage.is_first)  # type: ignore[attr-defined]
+        totals.setdefault(key_of(usage), RollupDelta()).add(delta)
     return totals
+
+
+def _ledger_with_first(ledger: QuerySet[Usage]) -> QuerySet[Usage]:
+    """Mark each closed row that was the first of its task's calls to close: settlement
+    counts a task in its rollup exactly then, in closing order (settled_at, then id)."""
+    earlier = (
+        Usage.objects.filter(task_id=OuterRef("task_id"))
+        .exclude(status=UsageStatus.PENDING)
+        .filter(
+            Q(settled_at__lt=OuterRef("settled_at"))
+            | Q(settled_at=OuterRef("settled_at"), pk__lt=OuterRef("pk"))
+        )
+    )
+    return ledger.annotate(is_first=~Exists(earlier))
 
 
 def rollups_rebuild(
@@ -155,11 +179,12 @@ def rollups_rebuild(
         "status", "basis", "created_at", "role_id", "model_id", "provider", "person_id",
         "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
         "cache_write_1h_tokens", "reasoning_tokens", "cost", "reported_cost",
-        "price_prompt", "price_input_cache_read",
+        "price_prompt", "price_input_cache_read", "task_id", "settled_at",
     ]  # fmt: skip
     report = RebuildReport()
     with transaction.atomic():
-        fresh = rollups_compute(_counted(ledger.only(*columns).iterator(chunk_size=20_000), report))
+        rows = _ledger_with_first(ledger.only(*columns)).iterator(chunk_size=20_000)
+        fresh = rollups_compute(_counted(rows, report))
         existing = {
             (row.day, row.role_id, row.model_id, row.provider, row.person_id): row
             for row in stored.select_for_update()

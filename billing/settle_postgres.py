@@ -22,7 +22,13 @@ from django.db import connection
 from billing.rollups import ROLLUP_FIELDS, RollupDelta
 
 _ROLLUP_COLUMNS = ", ".join(ROLLUP_FIELDS)
-_ROLLUP_PARAMS = ", ".join(f"%({name})s" for name in ROLLUP_FIELDS)
+# `tasks` comes from the task's own update: 1 when this is its first call to close.
+_ROLLUP_PARAMS = ", ".join(
+    "(SELECT CASE WHEN provider_calls = 1 THEN 1 ELSE 0 END FROM task)"
+    if name == "tasks"
+    else f"%({name})s"
+    for name in ROLLUP_FIELDS
+)
 _ROLLUP_INCREMENTS = ", ".join(
     f"{name} = billing_usagerollup.{name} + EXCLUDED.{name}" for name in ROLLUP_FIELDS
 )
@@ -84,6 +90,7 @@ def settle_statement(
                 provider_calls = provider_calls + 1,
                 cost = cost + %(cost)s
             WHERE id = %(task_id)s AND EXISTS (SELECT 1 FROM closed)
+            RETURNING provider_calls
         ), rollup AS (
             INSERT INTO billing_usagerollup
                 (day, role_id, model_id, provider, person_id, {_ROLLUP_COLUMNS})

@@ -85,7 +85,11 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["status", "dispatched_at"])]
+        indexes = [
+            models.Index(fields=["status", "dispatched_at"]),
+            # "Most expensive tasks" reports read the top of this on PostgreSQL.
+            models.Index(models.F("cost").desc(), "id", name="task_cost_desc"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.title or self.prompt[:40]}"

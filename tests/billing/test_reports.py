@@ -64,19 +64,19 @@ def june():
     bob = get_user_model().objects.create(username="bob")
 
     rollup(
-        date(2026, 6, 1), coder, claude, person=alice,
+        date(2026, 6, 1), coder, claude, person=alice, tasks=1,
         calls=3, failed_calls=1, input_tokens=3_000, output_tokens=30,
         cached_input_tokens=500, cache_write_tokens=100, reasoning_tokens=7,
         cost=THIRD * 3, reported_cost=Decimal("0.00000025"),
         cache_savings=Decimal("0.00000001"),
     )  # fmt: skip
     rollup(
-        date(2026, 6, 17), coder, gpt, "openai", bob,
+        date(2026, 6, 17), coder, gpt, "openai", bob, tasks=1,
         calls=1, estimated_calls=1, input_tokens=500_000, output_tokens=2_000,
         cost=Decimal("1.5"),
     )  # fmt: skip
     rollup(
-        date(2026, 6, 17), writer, claude,
+        date(2026, 6, 17), writer, claude, tasks=1,
         calls=2, unpriced_calls=1, input_tokens=40, output_tokens=4,
         cost=Decimal("0.25"), reported_cost=Decimal("0.3"),
         cache_savings=Decimal("0.00000000000000000000001"),
@@ -240,8 +240,9 @@ def test_cost_per_task_divides_role_spend_by_the_roles_tasks(june) -> None:
             cost_per_task=Decimal("0.75000012500000000000001"),
         ),
         RoleTaskCost("writer", "Writer", 1, Decimal("0.35"), 1, Decimal("0.35")),
+        # Spend in June from a task whose first call closed in May: no task counted.
         RoleTaskCost("reviewer", "Reviewer", 0, Decimal("0.05"), 0, None),
-        RoleTaskCost("idle", "Idle", 1, Decimal("0"), 0, Decimal("0")),
+        # The idle role's task never called a provider: not a task that cost anything.
     ]
 
 
@@ -578,7 +579,7 @@ def test_cost_rebuild_rollups_reports_and_repairs_differences() -> None:
     from billing.rollups import rollup_add
 
     usage = UsageFactory(cost=Decimal("0.25"))
-    rollup_add(usage=usage)
+    rollup_add(usage=usage, first_of_task=True)
     out = StringIO()
     call_command("cost", "rebuild-rollups", "--check", stdout=out)
     assert "0 differences" in out.getvalue()

@@ -61,7 +61,7 @@ def test_settlement_adds_the_call_to_its_rollup():
     usage_fail(usage=failed, error="boom", http_status=500, latency_ms=1)
 
     rollup = UsageRollup.objects.get()
-    assert (rollup.calls, rollup.failed_calls) == (1, 1)
+    assert (rollup.tasks, rollup.calls, rollup.failed_calls) == (1, 1, 1)
     assert (rollup.input_tokens, rollup.output_tokens, rollup.cached_input_tokens) == (100, 10, 40)
     assert rollup.cost == usage.cost == Decimal("0.000084")
     assert rollup.cache_savings == Decimal(40) * Decimal("0.0000009")
@@ -84,32 +84,39 @@ def test_rebuild_equals_incremental_rollups_after_a_randomized_run():
     roles = [RoleFactory() for _ in range(3)]
     people = [UserFactory(), UserFactory(), None]
     start = datetime(2026, 11, 1, tzinfo=UTC)
-    for n in range(300):
+    calls = 0
+    for n in range(200):
         task = TaskFactory(role=rng.choice(roles), created_by=rng.choice(people))
         at = start + timedelta(hours=rng.randrange(0, 24 * 20), minutes=rng.randrange(60))
-        usage = open_call(task, rng.choice(models), at=at)
-        outcome = rng.random()
-        if outcome < 0.15:
-            usage_fail(usage=usage, error="x", http_status=503, latency_ms=5)
-        elif outcome < 0.25:
-            usage_settle(
-                usage=usage, token_usage=None, prompt_texts=("abc" * n,), output_text="answer"
-            )
-        else:
-            inp = rng.randrange(1, 5000)
-            usage_settle(
-                usage=usage,
-                token_usage=TokenUsage(
-                    input_tokens=inp,
-                    output_tokens=rng.randrange(0, 900),
-                    cached_input_tokens=rng.randrange(0, inp),
-                ),
-                reported_cost=Decimal("0.0001") if rng.random() < 0.3 else None,
-            )
+        # One to three calls per task (retries), possibly on later days.
+        for attempt in range(1, rng.randrange(2, 5)):
+            calls += 1
+            at += timedelta(hours=rng.randrange(0, 30))
+            usage = open_call(task, rng.choice(models), at=at, attempt=attempt)
+            outcome = rng.random()
+            if outcome < 0.15:
+                usage_fail(usage=usage, error="x", http_status=503, latency_ms=5)
+            elif outcome < 0.25:
+                usage_settle(
+                    usage=usage, token_usage=None, prompt_texts=("abc" * n,), output_text="a"
+                )
+            else:
+                inp = rng.randrange(1, 5000)
+                usage_settle(
+                    usage=usage,
+                    token_usage=TokenUsage(
+                        input_tokens=inp,
+                        output_tokens=rng.randrange(0, 900),
+                        cached_input_tokens=rng.randrange(0, inp),
+                    ),
+                    reported_cost=Decimal("0.0001") if rng.random() < 0.3 else None,
+                )
 
     check = rollups_rebuild(dry_run=True)
     assert check.differences == []
-    assert check.ledger_rows == 300
+    assert check.ledger_rows == calls > 200
+    # Each task counts once, at its first call to close, whatever that call's outcome.
+    assert sum(r.tasks for r in UsageRollup.objects.all()) == 200
     incremental = {
         (r.day, r.role_id, r.model_id, r.person_id): r.cost for r in UsageRollup.objects.all()
     }
