@@ -15,6 +15,8 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -32,6 +34,26 @@ logger = logging.getLogger(__name__)
 
 _worker_id: str | None = None
 _stop = threading.Event()
+# Tasks this process is executing right now, reported with each heartbeat.
+_running: set[int] = set()
+_running_lock = threading.Lock()
+
+
+@contextmanager
+def running(task_id: int) -> Iterator[None]:
+    """Mark a task as being executed here for the duration of the block.
+
+    Enter before claiming the task and leave after its outcome is committed, so that any
+    heartbeat written while the task is claimed lists it: the sweeper requeues a running
+    task its (live) worker does not list, which catches an outcome the database lost.
+    """
+    with _running_lock:
+        _running.add(task_id)
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _running.discard(task_id)
 
 
 def worker_id() -> str:
@@ -45,18 +67,22 @@ def worker_id() -> str:
 def heartbeat_beat(*, now: datetime | None = None) -> None:
     """Write this worker's heartbeat row."""
     now = now or timezone.now()
+    with _running_lock:
+        tasks = sorted(_running)
     WorkerHeartbeat.objects.update_or_create(
         worker_id=worker_id(),
         defaults={
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "last_seen": now,
+            "running_tasks": tasks,
         },
         create_defaults={
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
             "started_at": now,
             "last_seen": now,
+            "running_tasks": tasks,
         },
     )
 
@@ -99,16 +125,23 @@ def tasks_sweep_stale(*, now: datetime | None = None) -> SweepReport:
     """
     now = now or timezone.now()
     stale_before = now - timedelta(seconds=settings.ROSTER_WORKER_STALE_AFTER)
-    live = WorkerHeartbeat.objects.filter(last_seen__gte=stale_before).values_list(
-        "worker_id", flat=True
-    )
-    orphans = Task.objects.filter(status=TaskStatus.RUNNING, started_at__lt=stale_before).exclude(
-        claimed_by__in=list(live)
-    )
+    live = {
+        beat.worker_id: beat
+        for beat in WorkerHeartbeat.objects.filter(last_seen__gte=stale_before).only(
+            "worker_id", "last_seen", "running_tasks"
+        )
+    }
+    orphans = [
+        (task_id, claimed_by, executions)
+        for task_id, claimed_by, executions in Task.objects.filter(
+            status=TaskStatus.RUNNING, started_at__lt=stale_before
+        ).values_list("pk", "claimed_by", "executions")
+        if _orphaned(task_id, live.get(claimed_by))
+    ]
 
     requeued: list[int] = []
     failed: list[int] = []
-    for task_id, claimed_by, executions in orphans.values_list("pk", "claimed_by", "executions"):
+    for task_id, claimed_by, executions in orphans:
         if executions >= settings.ROSTER_MAX_EXECUTIONS:
             with transaction.atomic():
                 if _release(
@@ -139,6 +172,13 @@ def tasks_sweep_stale(*, now: datetime | None = None) -> SweepReport:
             "sweeper: requeued %s, failed %s, re-dispatched %s", requeued, failed, redispatched
         )
     return SweepReport(requeued=requeued, failed=failed, redispatched=redispatched)
+
+
+def _orphaned(task_id: int, beat: WorkerHeartbeat | None) -> bool:
+    """A running task nobody is executing: its worker is silent, or alive and not listing
+    it (its outcome was lost). Only tasks started more than ROSTER_WORKER_STALE_AFTER ago
+    are asked about, so a live heartbeat was written after the task was claimed."""
+    return beat is None or task_id not in beat.running_tasks
 
 
 def _release(task_id: int, claimed_by: str, *, status: str, now: datetime, error: str = "") -> bool:

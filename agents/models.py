@@ -90,6 +90,8 @@ class WorkerHeartbeat(models.Model):
     pid = models.PositiveIntegerField()
     started_at = models.DateTimeField()
     last_seen = models.DateTimeField(db_index=True)
+    # Ids of the tasks this worker was executing when it wrote `last_seen`.
+    running_tasks = models.JSONField(default=list, blank=True)
 
     def __str__(self) -> str:
         return self.worker_id

@@ -11,7 +11,8 @@ from agents.execution import task_execute
 
 @shared_task(name="agents.tasks.execute_task")
 def execute_task(task_id: int) -> str:
-    return task_execute(task_id=task_id, worker_id=liveness.worker_id())
+    with liveness.running(task_id):
+        return task_execute(task_id=task_id, worker_id=liveness.worker_id())
 
 
 @shared_task(name="agents.tasks.sweep_stale_tasks")

@@ -276,6 +276,15 @@ def _close_postgresql(
     spent: Decimal | None,
 ) -> None:
     """One round trip; see billing.settle_postgres."""
+    with connection.cursor() as cursor:
+        # The settlement commits without waiting for the WAL flush. Every settlement locks
+        # the office's budget counter until it commits; waiting out an fsync there would
+        # serialise the whole office on the disk (5.7 ms here: ~175 settlements/s). What a
+        # database crash can lose is bounded and recovered: the pending row was committed
+        # durably before the call, the reservation stays held (budgets stay safe), and the
+        # task, back to running and no longer listed by its worker's heartbeat, is
+        # requeued by the sweeper, which closes the call as an estimate.
+        cursor.execute("SET LOCAL synchronous_commit = off")
     pending = {key: getattr(usage, key) for key in fields}
     for key, value in fields.items():
         setattr(usage, key, value)

@@ -91,21 +91,31 @@ def settle_statement(
                 cost = cost + %(cost)s
             WHERE id = %(task_id)s AND EXISTS (SELECT 1 FROM closed)
             RETURNING provider_calls
-        ), rollup AS (
-            INSERT INTO billing_usagerollup
-                (day, role_id, model_id, provider, person_id, {_ROLLUP_COLUMNS})
-            SELECT %(day)s, %(role_id)s, %(model_id)s, %(provider)s, %(person_id)s,
-                {_ROLLUP_PARAMS}
-            FROM closed
-            ON CONFLICT (day, role_id, model_id, provider, COALESCE(person_id, 0))
-            DO UPDATE SET {_ROLLUP_INCREMENTS}
+        ), locked AS (
+            -- Lock the budget counters in id order (as reservations do), before anything
+            -- else: sub-statements run in no set order and an UPDATE visits rows in
+            -- physical order, so two settlements could otherwise take the same rows in
+            -- opposite orders and deadlock.
+            SELECT id FROM billing_budgetperiod
+            WHERE id = ANY(%(period_ids)s) AND EXISTS (SELECT 1 FROM closed)
+            ORDER BY id
+            FOR UPDATE
         ), periods AS (
             UPDATE billing_budgetperiod
             SET reserved = GREATEST(0, reserved - %(reserved)s),
                 spent = spent + %(spent)s,
                 updated_at = now()
-            WHERE id = ANY(%(period_ids)s) AND EXISTS (SELECT 1 FROM closed)
+            WHERE id IN (SELECT id FROM locked)
             RETURNING id, budget_id, spent
+        ), rollup AS (
+            -- Reading `periods` orders the rollup row's lock after the counters'.
+            INSERT INTO billing_usagerollup
+                (day, role_id, model_id, provider, person_id, {_ROLLUP_COLUMNS})
+            SELECT %(day)s, %(role_id)s, %(model_id)s, %(provider)s, %(person_id)s,
+                {_ROLLUP_PARAMS}
+            FROM closed CROSS JOIN (SELECT count(*) FROM periods) AS counters_locked
+            ON CONFLICT (day, role_id, model_id, provider, COALESCE(person_id, 0))
+            DO UPDATE SET {_ROLLUP_INCREMENTS}
         )
         SELECT (SELECT count(*) FROM closed), periods.id, periods.spent, budget."limit",
             budget.thresholds

@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from agents.execution import task_execute
-from agents.liveness import heartbeat_beat, tasks_sweep_stale, worker_id
+from agents.liveness import heartbeat_beat, running, tasks_sweep_stale, worker_id
 from agents.models import RoleBinding, WorkerHeartbeat
 from agents.services import credential_create
 from billing.catalog import catalog_parse, catalog_sync
@@ -255,10 +255,8 @@ def test_sweeper_fails_a_task_whose_worker_died_too_often(sandbox, model, settin
     assert pending.status == UsageStatus.ESTIMATED
 
 
-def test_sweeper_leaves_tasks_of_live_workers_alone(sandbox, model):
-    role = make_role(sandbox, model)
-    heartbeat_beat()
-    task = Task.objects.create(
+def _running_here(role) -> Task:
+    return Task.objects.create(
         role=role,
         prompt="busy",
         status=TaskStatus.RUNNING,
@@ -267,13 +265,35 @@ def test_sweeper_leaves_tasks_of_live_workers_alone(sandbox, model):
         executions=1,
     )
 
-    report = tasks_sweep_stale()
+
+def test_sweeper_leaves_tasks_a_live_worker_is_executing_alone(sandbox, model):
+    task = _running_here(make_role(sandbox, model))
+
+    with running(task.pk):
+        heartbeat_beat()
+        report = tasks_sweep_stale()
 
     assert report.requeued == []
     assert report.failed == []
     task.refresh_from_db()
     assert task.status == TaskStatus.RUNNING
-    assert WorkerHeartbeat.objects.filter(worker_id=worker_id()).exists()
+    assert WorkerHeartbeat.objects.get(worker_id=worker_id()).running_tasks == [task.pk]
+
+
+def test_sweeper_requeues_a_task_its_live_worker_no_longer_executes(
+    sandbox, model, django_capture_on_commit_callbacks
+):
+    """The worker is alive but not executing the task (its outcome was lost, e.g. with
+    the database's last commits): the task must not stay running forever."""
+    task = _running_here(make_role(sandbox, model))
+    heartbeat_beat()  # lists no task
+
+    with django_capture_on_commit_callbacks(execute=False):
+        report = tasks_sweep_stale()
+
+    assert report.requeued == [task.pk]
+    task.refresh_from_db()
+    assert task.status == TaskStatus.QUEUED
 
 
 def test_sweeper_redispatches_queued_tasks_nobody_picked_up(sandbox, model):
