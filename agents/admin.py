@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django import forms
 from django.contrib import admin
-from django.http import HttpRequest
 
 from agents.models import Credential, RoleBinding, WorkerHeartbeat
 from agents.secrets import SecretError
 from agents.services import credential_set_secret
+from office.admin_history import HistoryAdminMixin
 
 
 class CredentialForm(forms.ModelForm):
@@ -70,12 +68,6 @@ class RoleBindingAdmin(admin.ModelAdmin):
 
 
 @admin.register(WorkerHeartbeat)
-class WorkerHeartbeatAdmin(admin.ModelAdmin):
+class WorkerHeartbeatAdmin(HistoryAdminMixin, admin.ModelAdmin):
     list_display = ["worker_id", "hostname", "pid", "started_at", "last_seen"]
     search_fields = ["worker_id", "hostname"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

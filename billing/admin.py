@@ -24,6 +24,8 @@ from django.utils import timezone
 from billing.models import CatalogModel, ModelPrice, PriceSource, Usage
 from billing.money import EXACT
 from billing.pricing import LONG_CONTEXT_FIELDS, PRICE_KINDS, UnitPrices, price_version_problems
+from office.admin_history import HistoryAdminMixin
+from office.fields import decimal_text
 
 PER_MILLION = Decimal(1_000_000)
 # Per-million prices are shown to four places at most: enough to tell models apart.
@@ -34,9 +36,7 @@ _DISPLAY = decimal.Context(prec=60)
 
 def _exact(value: Decimal | None) -> str:
     """Every digit of a stored amount, without the column's trailing zeros."""
-    if value is None:
-        return "—"
-    return format(value.normalize(_DISPLAY), "f")
+    return "—" if value is None else decimal_text(value)
 
 
 def _usd_per_million(price_per_token: Decimal | None) -> str:
@@ -258,7 +258,8 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Usage)
-class UsageAdmin(admin.ModelAdmin):
+class UsageAdmin(HistoryAdminMixin, admin.ModelAdmin):
+    # The ledger is append-only: written by billing services, never by hand.
     list_display = [
         "call_id",
         "task",
@@ -291,16 +292,6 @@ class UsageAdmin(admin.ModelAdmin):
     @admin.display(description="reported cost (USD)")
     def reported_cost_exact(self, obj: Usage) -> str:
         return _exact(obj.reported_cost)
-
-    # The ledger is append-only: written by billing services, never by hand.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 from billing import admin_budgets  # noqa: E402,F401

@@ -21,6 +21,7 @@ from django.utils import timezone
 from billing.models import Alert, Budget, BudgetPeriod, BudgetScope
 from billing.money import EXACT
 from billing.periods import local_day
+from office.admin_history import HistoryAdminMixin
 from office.fields import decimal_text
 
 THRESHOLD_MIN, THRESHOLD_MAX = 1, 100
@@ -117,7 +118,23 @@ class BudgetForm(forms.ModelForm):
         return cleaned
 
 
-class BudgetPeriodInline(admin.TabularInline):
+class PeriodFiguresMixin:
+    """The money columns of a budget period, shown exactly."""
+
+    @admin.display(description="reserved")
+    def reserved_usd(self, obj: BudgetPeriod) -> str:
+        return _usd(obj.reserved)
+
+    @admin.display(description="spent")
+    def spent_usd(self, obj: BudgetPeriod) -> str:
+        return _usd(obj.spent)
+
+    @admin.display(description="% of limit")
+    def percentage(self, obj: BudgetPeriod) -> str:
+        return _spent_percentage(obj)
+
+
+class BudgetPeriodInline(HistoryAdminMixin, PeriodFiguresMixin, admin.TabularInline):
     model = BudgetPeriod
     fields = ["start", "end", "reserved_usd", "spent_usd", "percentage"]
     readonly_fields = fields
@@ -136,23 +153,6 @@ class BudgetPeriodInline(admin.TabularInline):
         )
 
     # Counters belong to reservations and settlements, never to a person.
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    @admin.display(description="reserved")
-    def reserved_usd(self, obj: BudgetPeriod) -> str:
-        return _usd(obj.reserved)
-
-    @admin.display(description="spent")
-    def spent_usd(self, obj: BudgetPeriod) -> str:
-        return _usd(obj.spent)
-
-    @admin.display(description="% of limit")
-    def percentage(self, obj: BudgetPeriod) -> str:
-        return _spent_percentage(obj)
 
 
 @admin.register(Budget)
@@ -200,7 +200,7 @@ class BudgetAdmin(admin.ModelAdmin):
 
 
 @admin.register(BudgetPeriod)
-class BudgetPeriodAdmin(admin.ModelAdmin):
+class BudgetPeriodAdmin(HistoryAdminMixin, PeriodFiguresMixin, admin.ModelAdmin):
     list_display = ["budget", "start", "end", "reserved_usd", "spent_usd", "percentage"]
     list_filter = ["budget__period", ("budget", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["budget"]
@@ -208,27 +208,6 @@ class BudgetPeriodAdmin(admin.ModelAdmin):
     date_hierarchy = "start"
     fields = ["budget", "start", "end", "reserved_usd", "spent_usd", "percentage", "updated_at"]
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    @admin.display(description="reserved")
-    def reserved_usd(self, obj: BudgetPeriod) -> str:
-        return _usd(obj.reserved)
-
-    @admin.display(description="spent")
-    def spent_usd(self, obj: BudgetPeriod) -> str:
-        return _usd(obj.spent)
-
-    @admin.display(description="% of limit")
-    def percentage(self, obj: BudgetPeriod) -> str:
-        return _spent_percentage(obj)
 
 
 class DeliveryListFilter(admin.SimpleListFilter):
@@ -251,7 +230,7 @@ class DeliveryListFilter(admin.SimpleListFilter):
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(HistoryAdminMixin, admin.ModelAdmin):
     list_display = ["kind", "budget", "message", "created_at", "delivered"]
     list_filter = [
         "kind",
@@ -280,14 +259,6 @@ class AlertAdmin(admin.ModelAdmin):
     readonly_fields = fields
 
     # Alerts are a record of what was said; billing services write them.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="delivered")
     def delivered(self, obj: Alert) -> str:
