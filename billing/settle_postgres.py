@@ -1,12 +1,11 @@
-"""Settlement on PostgreSQL in one statement.
+"""Settlement on PostgreSQL in two statements.
 
 Closing a ledger row moves four things: the row, its task's totals, its rollup and the
 budget counters it reserved against. The portable path (billing.ledger) does that with
-about ten ORM queries; on PostgreSQL, where numeric arithmetic in SQL is exact, one
-statement of data-modifying CTEs does it in a single round trip, and the budget
-periods' new totals come back for the threshold check. Every sub-statement depends on
-the ledger row's guarded update (`status = 'pending'`), so a row closed before changes
-nothing anywhere.
+about ten ORM queries; on PostgreSQL, where numeric arithmetic in SQL is exact, two
+statements of data-modifying CTEs do it, and the budget periods' new totals come back
+for the threshold check. Everything depends on the ledger row's guarded update
+(`status = 'pending'`): a row closed before changes nothing anywhere.
 """
 
 from __future__ import annotations
@@ -56,9 +55,9 @@ def settle_statement(
     rollup_key: tuple[date, int, int, str, int | None],
     rollup_delta: RollupDelta,
 ) -> list[PeriodAfter] | None:
-    """Close a pending ledger row and move its task, rollup and budget counters, in one
-    statement. Run inside the settlement transaction. Returns the budget periods' new
-    totals, or None when the row was not pending (nothing was changed)."""
+    """Close a pending ledger row and move its task, rollup and budget counters. Run
+    inside the settlement transaction. Returns the budget periods' new totals, or None
+    when the row was not pending (nothing was changed)."""
     assignments = ", ".join(f"{column} = %(f_{column})s" for column in fields)
     day, role_id, model_id, provider, person_id = rollup_key
     params: dict[str, Any] = {f"f_{column}": value for column, value in fields.items()}
@@ -78,7 +77,13 @@ def settle_statement(
         provider=provider,
         person_id=person_id,
     )
-    sql = f"""
+    # Two statements, one transaction. The first closes the row and moves its task and
+    # rollup; the second takes the budget counters, which every settlement of the office
+    # shares, last and briefly, so they are locked for as little of the work as possible.
+    # Counters are locked in id order (as reservations lock them): sub-statements run in
+    # no set order and an UPDATE visits rows in physical order, so without it two
+    # settlements could take the same counters in opposite orders and deadlock.
+    close_sql = f"""
         WITH closed AS (
             UPDATE billing_usage SET {assignments}
             WHERE id = %(usage_id)s AND status = 'pending'
@@ -91,13 +96,21 @@ def settle_statement(
                 cost = cost + %(cost)s
             WHERE id = %(task_id)s AND EXISTS (SELECT 1 FROM closed)
             RETURNING provider_calls
-        ), locked AS (
-            -- Lock the budget counters in id order (as reservations do), before anything
-            -- else: sub-statements run in no set order and an UPDATE visits rows in
-            -- physical order, so two settlements could otherwise take the same rows in
-            -- opposite orders and deadlock.
+        ), rollup AS (
+            INSERT INTO billing_usagerollup
+                (day, role_id, model_id, provider, person_id, {_ROLLUP_COLUMNS})
+            SELECT %(day)s, %(role_id)s, %(model_id)s, %(provider)s, %(person_id)s,
+                {_ROLLUP_PARAMS}
+            FROM closed
+            ON CONFLICT (day, role_id, model_id, provider, COALESCE(person_id, 0))
+            DO UPDATE SET {_ROLLUP_INCREMENTS}
+        )
+        SELECT count(*) FROM closed
+    """  # noqa: S608  (identifiers are our own column names; values are parameters)
+    counters_sql = """
+        WITH locked AS (
             SELECT id FROM billing_budgetperiod
-            WHERE id = ANY(%(period_ids)s) AND EXISTS (SELECT 1 FROM closed)
+            WHERE id = ANY(%(period_ids)s)
             ORDER BY id
             FOR UPDATE
         ), periods AS (
@@ -107,27 +120,18 @@ def settle_statement(
                 updated_at = now()
             WHERE id IN (SELECT id FROM locked)
             RETURNING id, budget_id, spent
-        ), rollup AS (
-            -- Reading `periods` orders the rollup row's lock after the counters'.
-            INSERT INTO billing_usagerollup
-                (day, role_id, model_id, provider, person_id, {_ROLLUP_COLUMNS})
-            SELECT %(day)s, %(role_id)s, %(model_id)s, %(provider)s, %(person_id)s,
-                {_ROLLUP_PARAMS}
-            FROM closed CROSS JOIN (SELECT count(*) FROM periods) AS counters_locked
-            ON CONFLICT (day, role_id, model_id, provider, COALESCE(person_id, 0))
-            DO UPDATE SET {_ROLLUP_INCREMENTS}
         )
-        SELECT (SELECT count(*) FROM closed), periods.id, periods.spent, budget."limit",
-            budget.thresholds
-        FROM (SELECT 1) AS one
-        LEFT JOIN periods ON true
-        LEFT JOIN billing_budget AS budget ON budget.id = periods.budget_id
-    """  # noqa: S608  (identifiers are our own column names; values are parameters)
+        SELECT periods.id, periods.spent, budget."limit", budget.thresholds
+        FROM periods JOIN billing_budget AS budget ON budget.id = periods.budget_id
+    """
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(close_sql, params)
+        if cursor.fetchone()[0] != 1:
+            return None
+        if not period_ids:
+            return []
+        cursor.execute(counters_sql, params)
         rows = cursor.fetchall()
-    if not rows or rows[0][0] != 1:
-        return None
     return [
         # Django leaves jsonb undecoded on raw cursors.
         PeriodAfter(
@@ -136,6 +140,5 @@ def settle_statement(
             limit=limit,
             thresholds=raw if isinstance(raw, list) else json.loads(raw),
         )
-        for _, pid, spent_after, limit, raw in rows
-        if pid is not None
+        for pid, spent_after, limit, raw in rows
     ]
