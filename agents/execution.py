@@ -55,7 +55,6 @@ class CallPlan:
     target: CallTarget
     endpoint: Endpoint
     request: ChatRequest
-    provider: str
 
 
 def task_execute(*, task_id: int, worker_id: str) -> str:
@@ -126,7 +125,6 @@ def _plan(task: Task, *, over_budget: bool = False) -> CallPlan:
         ),
         endpoint=Endpoint(base_url=base_url.rstrip("/"), api_key=api_key),
         request=request,
-        provider=credential.provider,
     )
 
 
@@ -161,7 +159,9 @@ def _call_with_retries(*, task: Task, worker_id: str, plan: CallPlan) -> str:
         request = replace(plan.request, call_id=usage.call_id)
         started = time.monotonic()
         try:
-            result = adapter_for(plan.provider).complete(endpoint=plan.endpoint, request=request)
+            result = adapter_for(plan.target.provider).complete(
+                endpoint=plan.endpoint, request=request
+            )
         except ProviderError as exc:
             latency_ms = int((time.monotonic() - started) * 1000)
             message = redact(exc.message, plan.endpoint.api_key)

@@ -2,9 +2,10 @@
 
 Each budget has one counter row per period (BudgetPeriod) holding what calls in flight
 have reserved and what has been spent. A reservation locks the counters of every budget
-that applies (the office's and the role's, in id order so two reservations never
-deadlock), checks `spent + reserved + worst case <= limit` for hard budgets, and adds
-the worst case to `reserved`, all in the transaction that writes the pending ledger row.
+that applies (the office's and the role's, in counter id order, as settlements do, so no
+two transactions wait for each other in a cycle), checks
+`spent + reserved + worst case <= limit` for hard budgets, and adds the worst case to
+`reserved`, all in the transaction that writes the pending ledger row.
 Settlement moves the call's reservation to `spent` at its actual cost; a failed call
 releases it. Because the worst case bounds the actual cost, concurrent calls can never
 together push settled spend over a hard limit.
@@ -172,23 +173,27 @@ def _alert_crossed(*, period: BudgetPeriod, before: Decimal, after: Decimal) -> 
 
 def _periods_locked(*, budgets: list[Budget], day: date) -> list[BudgetPeriod]:
     """The counter rows of these budgets for the period containing `day`, created if
-    missing and locked, in budget id order."""
-    periods = []
+    missing, then locked in counter id order: the order settlements lock them in, so a
+    reservation and a settlement never wait for each other in a cycle."""
+    by_id = {budget.pk: budget for budget in budgets}
+    ids = []
     for budget in budgets:
         start, end = period_days(period=budget.period, day=day)
-        period = (
-            BudgetPeriod.objects.select_for_update()
-            .select_related("budget")
-            .filter(budget=budget, start=start)
+        period_id = (
+            BudgetPeriod.objects.filter(budget=budget, start=start)
+            .values_list("pk", flat=True)
             .first()
         )
-        if period is None:
-            period = _period_create(budget=budget, start=start, end=end)
-        periods.append(period)
+        ids.append(period_id or _period_create(budget=budget, start=start, end=end))
+    periods = list(BudgetPeriod.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+    for period in periods:
+        period.budget = by_id[period.budget_id]
     return periods
 
 
-def _period_create(*, budget: Budget, start: date, end: date) -> BudgetPeriod:
+def _period_create(*, budget: Budget, start: date, end: date) -> int:
+    """Create a budget's counter row for a period; returns its id (another reservation
+    may have created it meanwhile)."""
     # A budget created mid-period starts from what the period has already spent.
     rollups = UsageRollup.objects.filter(day__gte=start, day__lt=end)
     if budget.role_id is not None:
@@ -196,11 +201,6 @@ def _period_create(*, budget: Budget, start: date, end: date) -> BudgetPeriod:
     spent = money_sum(rollups.values_list("cost", flat=True))
     try:
         with transaction.atomic():
-            BudgetPeriod.objects.create(budget=budget, start=start, end=end, spent=spent)
+            return BudgetPeriod.objects.create(budget=budget, start=start, end=end, spent=spent).pk
     except IntegrityError:
-        pass  # created by a concurrent reservation; lock theirs
-    return (
-        BudgetPeriod.objects.select_for_update()
-        .select_related("budget")
-        .get(budget=budget, start=start)
-    )
+        return BudgetPeriod.objects.values_list("pk", flat=True).get(budget=budget, start=start)

@@ -20,7 +20,6 @@ from django.utils import timezone
 
 from billing.alerts import alert_record_drift
 from billing.budgets import (
-    Reservation,
     budget_alert_crossings,
     budget_reserve,
     budget_settle,
@@ -28,7 +27,7 @@ from billing.budgets import (
     worst_case_cost,
 )
 from billing.estimation import prompt_tokens_estimate, tokens_estimate
-from billing.models import CatalogModel, ModelPrice, PricingBasis, Usage, UsageStatus
+from billing.models import CatalogModel, PricingBasis, Usage, UsageStatus
 from billing.money import EXACT, ZERO, money_sum
 from billing.pricing import TokenUsage, cost_of, resolve_prices
 from billing.rollups import delta_of, rollup_add
@@ -86,47 +85,25 @@ def usage_open(
     )
     with transaction.atomic():
         reservation = budget_reserve(role=task.role, model=target.model, amount=worst_case, at=now)
-        return _usage_create(
-            task,
-            target,
-            price,
-            attempt,
-            estimated_input_tokens,
-            max_output_tokens,
-            reservation,
-            now,
+        return Usage.objects.create(
+            call_id=uuid.uuid4().hex,
+            task=task,
+            role_id=task.role_id,
+            model=target.model,
+            price=price,
+            provider=target.provider,
+            credential_id=target.credential_id,
+            credential_label=target.credential_label,
+            upstream_model=target.upstream_model,
+            attempt=attempt,
+            status=UsageStatus.PENDING,
+            estimated_input_tokens=estimated_input_tokens,
+            max_output_tokens=max_output_tokens,
+            reserved=reservation.amount,
+            budget_periods=reservation.period_ids,
+            person_id=task.created_by_id,
+            created_at=now,
         )
-
-
-def _usage_create(
-    task: Task,
-    target: CallTarget,
-    price: ModelPrice,
-    attempt: int,
-    estimated_input_tokens: int,
-    max_output_tokens: int,
-    reservation: Reservation,
-    now: datetime,
-) -> Usage:
-    return Usage.objects.create(
-        call_id=uuid.uuid4().hex,
-        task=task,
-        role_id=task.role_id,
-        model=target.model,
-        price=price,
-        provider=target.provider,
-        credential_id=target.credential_id,
-        credential_label=target.credential_label,
-        upstream_model=target.upstream_model,
-        attempt=attempt,
-        status=UsageStatus.PENDING,
-        estimated_input_tokens=estimated_input_tokens,
-        max_output_tokens=max_output_tokens,
-        reserved=reservation.amount,
-        budget_periods=reservation.period_ids,
-        person_id=task.created_by_id,
-        created_at=now,
-    )
 
 
 def usage_settle(
@@ -275,7 +252,7 @@ def _close_postgresql(
     cost: Decimal,
     spent: Decimal | None,
 ) -> None:
-    """One round trip; see billing.settle_postgres."""
+    """Close the row with the statements of billing.settle_postgres."""
     with connection.cursor() as cursor:
         # The settlement commits without waiting for the WAL flush. Every settlement locks
         # the office's budget counter until it commits; waiting out an fsync there would

@@ -243,3 +243,19 @@ def test_periods_start_on_the_local_day_monday_or_first_of_month(role, catalog, 
     at = datetime.combine(day, datetime.min.time(), tzinfo=UTC).replace(hour=12)
     budget_reserve(role=role, model=catalog[PAID], amount=Decimal("0.1"), at=at)
     assert BudgetPeriod.objects.get().start == start
+
+
+def test_reservations_lock_budget_counters_in_counter_id_order_as_settlements_do(role, catalog):
+    """Settlements lock counters by id; a reservation taking them in budget order could
+    meet one in the opposite order and deadlock. Here the role's daily budget has the
+    lower budget id but today's counter is newer than the office's monthly one."""
+    budget(role, "5", period="day")
+    office = budget(None, "5", period="month")
+    BudgetPeriod.objects.create(budget=office, start=date(2026, 11, 1), end=date(2026, 12, 1))
+    at = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+    reservation = budget_reserve(role=role, model=catalog[PAID], amount=Decimal("0.1"), at=at)
+
+    assert len(reservation.period_ids) == 2
+    assert reservation.period_ids == sorted(reservation.period_ids)
+    assert BudgetPeriod.objects.get(budget=office).reserved == Decimal("0.1")
