@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from billing.alerts import alert_record_threshold
 from billing.models import Budget, BudgetPeriod, CatalogModel, UsageRollup
@@ -161,6 +162,31 @@ def budget_alert_crossings(*, period_id: int, before: Decimal, after: Decimal) -
     """Record an alert for each threshold a settlement crossed in one budget period."""
     period = BudgetPeriod.objects.select_related("budget").get(pk=period_id)
     _alert_crossed(period=period, before=before, after=after)
+
+
+def budget_alerts_sweep(*, today: date | None = None) -> int:
+    """Record the threshold alerts that current budget periods have reached but lack.
+
+    Settlement records alerts as it crosses thresholds; on PostgreSQL that happens just
+    after the settlement commits, so a crash in between could lose one. This sweep (beat)
+    finds it again: alerts are recorded once per budget, period and threshold, so what
+    was recorded already is left as it is. Returns how many alerts it recorded.
+    """
+    today = today or local_day(timezone.now())
+    recorded = 0
+    # Spent is compared in Python: money is text on SQLite.
+    for period in BudgetPeriod.objects.select_related("budget").filter(
+        start__lte=today, end__gt=today
+    ):
+        budget = period.budget
+        for threshold in thresholds_crossed(
+            limit=budget.limit, thresholds=budget.thresholds, before=ZERO, after=period.spent
+        ):
+            if alert_record_threshold(
+                budget=budget, period=period, threshold=threshold, spent=period.spent
+            ):
+                recorded += 1
+    return recorded
 
 
 def _alert_crossed(*, period: BudgetPeriod, before: Decimal, after: Decimal) -> None:

@@ -33,7 +33,7 @@ from billing.pricing import TokenUsage, cost_of, resolve_prices
 from billing.rollups import delta_of, rollup_add
 from billing.rollups import key_of as rollup_key_of
 from billing.selectors import price_current
-from billing.settle_postgres import settle_statement
+from billing.settle_postgres import PeriodAfter, settle_statement
 from office.models import Task
 
 
@@ -232,13 +232,37 @@ def _close(
         "price_batch_discount": prices.batch_discount,
     }
     spent = None if status == UsageStatus.FAILED else cost
+    if connection.vendor == "postgresql":
+        periods = _close_postgresql(
+            usage=usage, fields=fields, token_usage=token_usage, cost=cost, spent=spent
+        )
+        # Alerts follow the settlement: in the caller's transaction when there is one, in
+        # their own otherwise (the settlement has committed by then). A threshold alert a
+        # crash loses between the two is recorded by `budget_alerts_sweep` (beat).
+        crossings = [
+            (period, EXACT.subtract(period.spent, spent))
+            for period in periods
+            if spent
+            and thresholds_crossed(
+                limit=period.limit,
+                thresholds=period.thresholds,
+                before=EXACT.subtract(period.spent, spent),
+                after=period.spent,
+            )
+        ]
+        drift = usage.reported_cost is not None and basis == PricingBasis.REPORTED
+        if crossings or drift:
+            with transaction.atomic():
+                for period, before in crossings:
+                    budget_alert_crossings(
+                        period_id=period.period_id, before=before, after=period.spent
+                    )
+                if drift:
+                    alert_record_drift(usage=usage)
+        return usage
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            _close_postgresql(usage=usage, fields=fields, token_usage=token_usage, cost=cost,
-                              spent=spent)  # fmt: skip
-        else:
-            _close_portable(usage=usage, fields=fields, token_usage=token_usage, cost=cost,
-                            spent=spent)  # fmt: skip
+        _close_portable(usage=usage, fields=fields, token_usage=token_usage, cost=cost,
+                        spent=spent)  # fmt: skip
         if usage.reported_cost is not None and basis == PricingBasis.REPORTED:
             alert_record_drift(usage=usage)
     return usage
@@ -251,17 +275,18 @@ def _close_postgresql(
     token_usage: TokenUsage,
     cost: Decimal,
     spent: Decimal | None,
-) -> None:
-    """Close the row with the statements of billing.settle_postgres."""
-    with connection.cursor() as cursor:
-        # The settlement commits without waiting for the WAL flush. Every settlement locks
-        # the office's budget counter until it commits; waiting out an fsync there would
-        # serialise the whole office on the disk (5.7 ms here: ~175 settlements/s). What a
-        # database crash can lose is bounded and recovered: the pending row was committed
-        # durably before the call, the reservation stays held (budgets stay safe), and the
-        # task, back to running and no longer listed by its worker's heartbeat, is
-        # requeued by the sweeper, which closes the call as an estimate.
-        cursor.execute("SET LOCAL synchronous_commit = off")
+) -> list[PeriodAfter]:
+    """Close the row with the one statement of billing.settle_postgres. Returns the
+    budget periods' new totals. Raises LedgerError if the row was not pending.
+
+    The statement commits without waiting for the WAL flush. Every settlement locks the
+    office's budget counter until it commits; waiting out an fsync there would serialise
+    the whole office on the disk (5.7 ms here: ~175 settlements/s). What a database crash
+    can lose is bounded and recovered: the pending row was committed durably before the
+    call, the reservation stays held (budgets stay safe), and the task, back to running
+    and no longer listed by its worker's heartbeat, is requeued by the sweeper, which
+    closes the call as an estimate.
+    """
     pending = {key: getattr(usage, key) for key in fields}
     for key, value in fields.items():
         setattr(usage, key, value)
@@ -283,12 +308,7 @@ def _close_postgresql(
         for key, value in pending.items():
             setattr(usage, key, value)
         raise LedgerError(f"Call {usage.call_id} is not pending; it was closed before.")
-    for period in periods:
-        before = EXACT.subtract(period.spent, spent or ZERO)
-        if spent and thresholds_crossed(
-            limit=period.limit, thresholds=period.thresholds, before=before, after=period.spent
-        ):
-            budget_alert_crossings(period_id=period.period_id, before=before, after=period.spent)
+    return periods
 
 
 def _close_portable(

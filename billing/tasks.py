@@ -8,6 +8,7 @@ from typing import Any
 from celery import shared_task
 
 from billing.alerts import alert_deliver, alerts_deliver_pending
+from billing.budgets import budget_alerts_sweep
 from billing.models import Alert
 
 logger = logging.getLogger(__name__)
@@ -28,3 +29,9 @@ def deliver_alert(alert_id: int) -> dict[str, Any]:
 def deliver_pending_alerts() -> list[dict[str, Any]]:
     """Retry recent alerts a configured channel has not received (for beat)."""
     return [result.as_dict() for result in alerts_deliver_pending()]
+
+
+@shared_task(name="billing.tasks.sweep_budget_alerts")
+def sweep_budget_alerts() -> int:
+    """Record threshold alerts current budget periods reached but lack (for beat)."""
+    return budget_alerts_sweep()

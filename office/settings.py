@@ -188,6 +188,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": schedule(ROSTER_SWEEP_INTERVAL),
     },
     # Alerts whose queued delivery was lost (broker down at commit) or failed.
+    # Threshold alerts a crash lost between a settlement's commit and its alert.
+    "sweep-budget-alerts": {
+        "task": "billing.tasks.sweep_budget_alerts",
+        "schedule": schedule(300),
+    },
     "deliver-pending-alerts": {
         "task": "billing.tasks.deliver_pending_alerts",
         "schedule": schedule(300),

@@ -13,7 +13,13 @@ from agents.execution import task_execute
 from agents.liveness import worker_id
 from agents.models import RoleBinding
 from agents.services import credential_create
-from billing.budgets import BudgetExceeded, budget_reserve, budget_settle, worst_case_cost
+from billing.budgets import (
+    BudgetExceeded,
+    budget_alerts_sweep,
+    budget_reserve,
+    budget_settle,
+    worst_case_cost,
+)
 from billing.catalog import catalog_parse, catalog_sync
 from billing.models import (
     Alert,
@@ -185,6 +191,27 @@ def test_alert_only_budget_never_stops_work_and_alerts_at_each_threshold_once(ro
         50,
         100,
     ]
+
+
+def test_alert_sweep_records_the_thresholds_a_period_reached_but_lacks_and_only_once(role):
+    office = budget(None, "0.00002", action="alert_only", thresholds=[50, 80, 100])
+    run(Task.objects.create(role=role, prompt="One"))
+    run(Task.objects.create(role=role, prompt="Two"))
+    period = BudgetPeriod.objects.get(budget=office)
+    reached = sorted(Alert.objects.filter(budget=office).values_list("threshold", flat=True))
+    # As if a crash lost the alerts between the settlements' commits and their alerts.
+    Alert.objects.filter(budget=office).delete()
+    untouched = budget(None, "1000", action="alert_only")
+    BudgetPeriod.objects.create(
+        budget=untouched, start=period.start, end=period.end, spent=Decimal("0.01")
+    )
+
+    assert budget_alerts_sweep() == len(reached) == 3
+    assert sorted(Alert.objects.filter(budget=office).values_list("threshold", flat=True)) == (
+        reached
+    )
+    assert not Alert.objects.filter(budget=untouched).exists()
+    assert budget_alerts_sweep() == 0
 
 
 def test_unpriced_model_is_refused_under_a_hard_budget_unless_marked_free(role, catalog):
