@@ -37,8 +37,10 @@ WORD = re.compile(r"\w[\w'-]*")
 # brackets, then white space.
 SENTENCE_END = re.compile(r"(?:(?<=[.!?\u2026])|(?<=[.!?\u2026][\"'\u201d\u2019)\]]))\s+")
 FENCE = re.compile(r"^\s*(```|~~~)")
-# A line that starts a block of its own: a list item, a heading, a quote.
-ITEM = re.compile(r"^\s*(?:[-*+\u2022>]\s|\d{1,3}[.)]\s|#{1,6}\s)")
+# A line that starts a block of its own, the marker dropped: a list item or a quote.
+ITEM = re.compile(r"^\s*(?:[-*+\u2022>]|\d{1,3}[.)])\s+")
+# Markdown headings label a section rather than say something: left out of summaries.
+HEADING = re.compile(r"^\s*#{1,6}\s")
 
 # Position bonuses (multipliers on a sentence's score).
 FIRST_SENTENCE_BONUS = 1.5  # the very first sentence of a text usually states its point
@@ -196,8 +198,13 @@ def _blocks(text: str) -> list[tuple[int, str]]:
                 close()
                 paragraph = len(blocks)
             continue
-        if ITEM.match(line):
+        if HEADING.match(line):
             close()
+            continue
+        item = ITEM.match(line)
+        if item:
+            close()
+            line = line[item.end() :]
         lines.append(line.strip())
     close()
     return blocks
