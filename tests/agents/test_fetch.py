@@ -6,9 +6,17 @@ import ipaddress
 import re
 import runpy
 import socket
+import ssl
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from django.core.exceptions import ImproperlyConfigured
 
 from agents.fetch import (
@@ -270,3 +278,99 @@ def test_fetch_settings_are_read(monkeypatch) -> None:  # type: ignore[no-untype
     ]
     assert namespace["ROSTER_FETCH_MAX_BYTES"] == 2 * 1024 * 1024
     assert namespace["ROSTER_FETCH_TIMEOUT"] == 10.0
+
+
+# --- https: the checked address, the name in SNI and the certificate ----------------------
+
+
+def tls_server_context(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, bytes]:
+    """Return a server context with a self-signed certificate for `name`, and its PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return context, cert_pem
+
+
+@pytest.fixture
+def https_pages(tmp_path: Path, settings, monkeypatch):  # type: ignore[no-untyped-def]
+    """An https server on loopback whose certificate names pages.example, trusted by the
+    fetcher, with pages.example (and other.example) resolving to it. Yields its port and
+    the server names it saw (SNI)."""
+    server_context, cert_pem = tls_server_context(tmp_path, "pages.example")
+    seen_names: list[str | None] = []
+    server_context.sni_callback = lambda sock, name, ctx: seen_names.append(name)  # type: ignore[assignment, misc, return-value]
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"<html><body><p>Host header: {self.headers['Host']}</p></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Page)
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+
+    client_context = ssl.create_default_context(cadata=cert_pem.decode())
+    monkeypatch.setattr("agents.fetch._ssl_context", lambda: client_context)
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolve(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host in ("pages.example", "other.example"):
+            host = "127.0.0.1"
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    settings.ROSTER_FETCH_ALLOW = ["127.0.0.1"]
+    try:
+        yield server.server_address[1], seen_names
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_connects_to_the_address_and_verifies_the_name(https_pages) -> None:  # type: ignore[no-untyped-def]
+    port, seen_names = https_pages
+
+    page = page_fetch(url=f"https://pages.example:{port}/")
+
+    assert f"Host header: pages.example:{port}" in page.text
+    assert seen_names == ["pages.example"]
+
+
+def test_https_refuses_a_certificate_for_another_name(https_pages) -> None:  # type: ignore[no-untyped-def]
+    port, _ = https_pages
+
+    error = fetch_error(f"https://other.example:{port}/")
+
+    assert error.code in ("connect_failed", "network_error")
+    assert "certificate" in error.message.lower() or "hostname" in error.message.lower()
