@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
-from agents.models import Credential, RoleBinding, WorkerHeartbeat
+from agents.models import RATE_LIMIT_MESSAGE, Credential, RoleBinding, WorkerHeartbeat
 from agents.secrets import SecretError
 from agents.services import credential_set_secret
 from office.admin_history import HistoryAdminMixin
@@ -30,7 +30,20 @@ class CredentialForm(forms.ModelForm):
 
     class Meta:
         model = Credential
-        fields = ["label", "provider", "base_url", "is_simulated"]
+        fields = [
+            "label",
+            "provider",
+            "base_url",
+            "is_simulated",
+            "requests_per_minute",
+            "tokens_per_minute",
+        ]
+        # The form field stops negatives before the model's own "at least 1" check runs;
+        # both say the same thing.
+        error_messages = {
+            "requests_per_minute": {"min_value": RATE_LIMIT_MESSAGE},
+            "tokens_per_minute": {"min_value": RATE_LIMIT_MESSAGE},
+        }
 
     def clean_secret(self) -> str:
         raw = self.cleaned_data.get("secret", "")
@@ -47,11 +60,29 @@ class CredentialForm(forms.ModelForm):
 @admin.register(Credential)
 class CredentialAdmin(admin.ModelAdmin):
     form = CredentialForm
-    list_display = ["label", "provider", "base_url", "masked_secret", "is_simulated", "updated_at"]
+    list_display = [
+        "label",
+        "provider",
+        "base_url",
+        "masked_secret",
+        "is_simulated",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "updated_at",
+    ]
     list_filter = ["provider", "is_simulated"]
     search_fields = ["label", "base_url"]
     readonly_fields = ["masked_secret", "created_at", "updated_at"]
-    fields = ["label", "provider", "base_url", "secret", "masked_secret", "is_simulated"]
+    fields = [
+        "label",
+        "provider",
+        "base_url",
+        "secret",
+        "masked_secret",
+        "is_simulated",
+        "requests_per_minute",
+        "tokens_per_minute",
+    ]
 
     @admin.display(description="Key")
     def masked_secret(self, obj: Credential) -> str:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from django.core.validators import MinValueValidator
 from django.db import models
+from django.db.models import Q
 
 from agents.providers.registry import ProviderKind
 from billing.models import CatalogModel
 from office.models import Role
+
+RATE_LIMIT_MESSAGE = "Enter a whole number of at least 1, or leave it blank for no limit."
 
 
 class Credential(models.Model):
@@ -29,11 +33,41 @@ class Credential(models.Model):
         default=False,
         help_text="Points at the sandbox provider: answers are simulated, not a real model.",
     )
+    # Enforced across every worker by agents.ratelimit; blank means no limit.
+    requests_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1, message=RATE_LIMIT_MESSAGE)],
+        help_text=(
+            "Most requests this key may send in any 60 seconds, across all workers. "
+            "Blank: no limit."
+        ),
+    )
+    tokens_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1, message=RATE_LIMIT_MESSAGE)],
+        help_text=(
+            "Most tokens this key may use in any 60 seconds, across all workers. A call "
+            "counts its prompt and max tokens until the provider reports what it used. "
+            "Blank: no limit."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["label"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(requests_per_minute__isnull=True) | Q(requests_per_minute__gte=1),
+                name="credential_requests_per_minute_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(tokens_per_minute__isnull=True) | Q(tokens_per_minute__gte=1),
+                name="credential_tokens_per_minute_positive",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.label} ({self.get_provider_display()}, ····{self.secret_last4})"
@@ -41,6 +75,10 @@ class Credential(models.Model):
     @property
     def masked_secret(self) -> str:
         return f"····{self.secret_last4}" if self.secret_last4 else "(none)"
+
+    @property
+    def is_rate_limited(self) -> bool:
+        return bool(self.requests_per_minute or self.tokens_per_minute)
 
 
 class RoleBinding(models.Model):
@@ -95,3 +133,20 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.worker_id
+
+
+class RateWindow(models.Model):
+    """The database rate limiter's state for one credential: the calls it granted in the
+    last window, oldest first, as [time in microseconds, tokens, grant id] lists.
+
+    Kept by the database backend of agents.ratelimit (used when Redis is not the broker),
+    read and written under a row lock.
+    """
+
+    credential = models.OneToOneField(
+        Credential, on_delete=models.CASCADE, primary_key=True, related_name="rate_window"
+    )
+    entries = models.JSONField(default=list, blank=True)
+
+    def __str__(self) -> str:
+        return f"rate window of credential {self.credential_id}"

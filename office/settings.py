@@ -252,6 +252,23 @@ ROSTER_DEFAULT_MAX_TOKENS = env.int("ROSTER_DEFAULT_MAX_TOKENS", default=1024)
 ROSTER_MAX_TOKENS_LIMIT = env.int("ROSTER_MAX_TOKENS_LIMIT", default=32_768)
 ROSTER_HTTP_MAX_CONNECTIONS = env.int("ROSTER_HTTP_MAX_CONNECTIONS", default=500)
 
+# Per-credential rate limits (requests and tokens per minute, set on each credential) are
+# counted in one place shared by every worker (agents/ratelimit.py): "auto" uses Redis
+# when a Redis URL is known (ROSTER_RATE_LIMIT_REDIS_URL, else a Redis CELERY_BROKER_URL)
+# and the database otherwise; "redis" and "database" force one.
+ROSTER_RATE_LIMIT_BACKEND = env.str("ROSTER_RATE_LIMIT_BACKEND", default="auto")
+if ROSTER_RATE_LIMIT_BACKEND not in ("auto", "redis", "database"):
+    raise ImproperlyConfigured(
+        "ROSTER_RATE_LIMIT_BACKEND must be auto, redis or database, "
+        f"got {ROSTER_RATE_LIMIT_BACKEND!r}"
+    )
+ROSTER_RATE_LIMIT_REDIS_URL = env.str("ROSTER_RATE_LIMIT_REDIS_URL", default="")
+# Slots are held this many seconds beyond the minute: a request reaches the provider a
+# little after its slot is granted, and the provider counts arrivals.
+ROSTER_RATE_LIMIT_MARGIN_SECONDS = env.float("ROSTER_RATE_LIMIT_MARGIN_SECONDS", default=1.0)
+if not 0 <= ROSTER_RATE_LIMIT_MARGIN_SECONDS <= 60:
+    raise ImproperlyConfigured("ROSTER_RATE_LIMIT_MARGIN_SECONDS must be between 0 and 60")
+
 # The bundled OpenRouter catalog snapshot, used by the demo seed and offline syncs.
 ROSTER_CATALOG_SNAPSHOT = BASE_DIR / "billing" / "data" / "openrouter-models-2026-06.json"
 ROSTER_OPENROUTER_MODELS_URL = env.str(
