@@ -144,11 +144,13 @@ class Directives:
 
     latency: float | None = None  # None: the server's default latency
     fault: Fault | None = None
+    fault_model: str | None = None  # `fault=500@NAME`: only requests for model NAME
     times: int | None = None  # None: the fault applies to every request carrying it
     retry_after: str | None = None  # seconds, sent verbatim as Retry-After with fault=429
     reasoning: int = 0
     words: int | None = None
     quality: Quality = Quality.GOOD
+    quality_model: str | None = None  # `quality=poor@NAME`: only requests for model NAME
     self_check: SelfCheck | None = None  # None: follows quality (good: confident)
     # The directive text as written (header, then markers); part of the fault-counter key.
     source: str = ""
@@ -304,15 +306,17 @@ def _directives_from(values: Mapping[str, str], *, source: str) -> Directives:
             f"unknown sandbox directive {sorted(unknown)[0]!r}; known: {', '.join(known_keys)}"
         )
     fault: Fault | None = None
-    if "fault" in values:
+    fault_value, fault_model = _scoped(values.get("fault"), key="fault")
+    if fault_value is not None:
         try:
-            fault = Fault(values["fault"].lower())
+            fault = Fault(fault_value.lower())
         except ValueError:
             known = ", ".join(f.value for f in Fault)
             raise DirectiveError(
                 f"unknown sandbox fault {values['fault']!r}; known: {known}"
             ) from None
-    quality = _choice("quality", values.get("quality"), Quality) or Quality.GOOD
+    quality_value, quality_model = _scoped(values.get("quality"), key="quality")
+    quality = _choice("quality", quality_value, Quality) or Quality.GOOD
     self_check = _choice("self_check", values.get("self_check"), SelfCheck)
     retry_after = values.get("retry_after")
     if retry_after is not None:
@@ -323,14 +327,37 @@ def _directives_from(values: Mapping[str, str], *, source: str) -> Directives:
         if latency is None
         else _bounded_number("latency", latency, MAX_LATENCY_SECONDS),
         fault=fault,
+        fault_model=fault_model,
         times=_bounded_int("times", values.get("times"), maximum=None),
         retry_after=retry_after,
         reasoning=_bounded_int("reasoning", values.get("reasoning"), MAX_REASONING_TOKENS) or 0,
         words=_bounded_int("words", values.get("words"), MAX_WORDS),
         quality=quality,
+        quality_model=quality_model,
         self_check=self_check,
         source=source,
     )
+
+
+def _scoped(raw: str | None, *, key: str) -> tuple[str | None, str | None]:
+    """Split `VALUE@MODEL` into the value and the model it is limited to (None: any)."""
+    if raw is None or "@" not in raw:
+        return raw, None
+    value, _, model = raw.partition("@")
+    if not value or not model:
+        raise DirectiveError(f"sandbox directive {key}={raw!r} must be VALUE or VALUE@MODEL")
+    return value, model
+
+
+def model_matches(model: str, wanted: str | None) -> bool:
+    """Return True when a request for `model` is one a `@wanted` scope names (None: any).
+
+    Names match exactly or by the part after the vendor prefix, so `@openai/gpt-4o` also
+    names `gpt-4o` as a direct provider spells it.
+    """
+    if wanted is None:
+        return True
+    return model == wanted or model.split("/", 1)[-1] == wanted.split("/", 1)[-1]
 
 
 def _choice(key: str, raw: str | None, kind: type[_Choice]) -> _Choice | None:
@@ -376,7 +403,7 @@ class FaultCounter:
         The key is the directive text + model + prompt digest: a retry of the very same
         request is "the same request" and eventually succeeds.
         """
-        if directives.fault is None:
+        if directives.fault is None or not model_matches(model, directives.fault_model):
             return False
         if directives.times is None:
             return True
@@ -430,11 +457,12 @@ def complete(
 
     `scope` names the provider whose cache this is (the wire format).
     """
+    in_scope = model_matches(prompt.model, directives.quality_model)
     text = answer_text(
         prompt,
         digest=digest,
         words=directives.words,
-        quality=directives.quality,
+        quality=directives.quality if in_scope else Quality.GOOD,
         self_check=directives.self_check,
     )
     text, reasoning, truncated = fit_to_max_tokens(

@@ -370,3 +370,42 @@ def test_the_sandbox_self_check_directive(directive, assessment):
 def test_the_sandbox_refuses_bad_quality_directives(header, message):
     with pytest.raises(sandbox_behaviour.DirectiveError, match=message):
         sandbox_behaviour.parse_directives(header, [])
+
+
+def test_a_poor_quality_scoped_to_a_model_leaves_other_models_good():
+    def answer(model: str) -> str:
+        request = sandbox_behaviour.Prompt(
+            model=model,
+            system=SELF_CHECK_INSTRUCTION,
+            turns=(sandbox_behaviour.Turn(role="user", text="Q [[sandbox quality=poor@cheap/m]]"),),
+        )
+        return sandbox_behaviour.complete(
+            request,
+            sandbox_behaviour.parse_directives(None, request.texts()),
+            digest=sandbox_behaviour.prompt_digest(request),
+            cache=sandbox_behaviour.PromptCacheMemory(),
+            scope="openai",
+            mode=sandbox_behaviour.CacheMode.AUTOMATIC,
+        ).text
+
+    assert answer("cheap/m").startswith("Sorry, I cannot answer that properly.")
+    assert answer("m").startswith("Sorry, I cannot answer that properly.")  # by its direct name
+    strong = answer_read(text=answer("strong/big"))
+    assert strong.text.startswith("Sandbox answer from strong/big")
+    assert strong.self_assessment == SelfAssessment(confident=True, reason="")
+
+
+def test_a_fault_scoped_to_a_model_applies_only_to_it():
+    directives = sandbox_behaviour.parse_directives("fault=500@local/llama times=1", [])
+    counter = sandbox_behaviour.FaultCounter()
+
+    assert directives.fault is sandbox_behaviour.Fault.SERVER_ERROR
+    assert not counter.fault_applies(directives, model="cloud/big", digest="d")
+    assert counter.fault_applies(directives, model="local/llama", digest="d")
+    assert not counter.fault_applies(directives, model="local/llama", digest="d")
+
+
+@pytest.mark.parametrize("header", ["fault=@m", "fault=500@", "quality=poor@"])
+def test_a_scope_needs_a_value_and_a_model(header):
+    with pytest.raises(sandbox_behaviour.DirectiveError, match="must be VALUE or VALUE@MODEL"):
+        sandbox_behaviour.parse_directives(header, [])
