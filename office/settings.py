@@ -8,6 +8,9 @@ See https://django-environ.readthedocs.io/ for the URL formats.
 
 from __future__ import annotations
 
+import ipaddress
+import math
+import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -31,6 +34,46 @@ def _decimal_setting(name: str, default: str) -> Decimal:
     if not value.is_finite() or value < 0:
         raise ImproperlyConfigured(f"{name} must be a number >= 0, got {raw!r}")
     return value
+
+
+def _positive_float_setting(name: str, default: float) -> float:
+    try:
+        value = env.float(name, default=default)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {env.str(name)!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds > 0, got {value!r}")
+    return value
+
+
+def _positive_int_setting(name: str, default: int) -> int:
+    try:
+        value = env.int(name, default=default)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be a whole number, got {env.str(name)!r}"
+        ) from None
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name} must be a whole number > 0, got {value!r}")
+    return value
+
+
+_host_name = re.compile(r"^\.?(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.?)+$")
+
+
+def _fetch_allow_setting(name: str) -> list[str]:
+    """CIDRs and host names, each checked here so a typo fails at start, not at fetch time."""
+    entries = [entry.strip().lower() for entry in env.list(name, default=[]) if entry.strip()]
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if not _host_name.match(entry) or "/" in entry:
+                raise ImproperlyConfigured(
+                    f"{name}: {entry!r} is neither a CIDR (10.0.0.0/8, 127.0.0.1) nor a "
+                    "host name (intranet.example.com, .example.com)"
+                ) from None
+    return entries
 
 
 # Where the embedded office keeps its files: the SQLite database, the broker file, the
@@ -227,6 +270,50 @@ DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="roster@localh
 # Email transport, e.g. smtp://user:password@mail.example.com:587/?tls=True; the default
 # prints mail to the console. https://django-environ.readthedocs.io/en/latest/types.html
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+
+# The local helper: title, summary, history compression, page text, complexity, done for
+# free. `builtin` runs in-process (no model download); `openai_compatible` calls a local
+# model server (Ollama, llama.cpp, LM Studio, vLLM) and falls back to builtin when it fails.
+# See docs/helper.md.
+_helper_backends = ("builtin", "openai_compatible")
+ROSTER_HELPER_BACKEND = env.str("ROSTER_HELPER_BACKEND", default="builtin")
+if ROSTER_HELPER_BACKEND not in _helper_backends:
+    raise ImproperlyConfigured(
+        f"ROSTER_HELPER_BACKEND must be one of {', '.join(_helper_backends)}, "
+        f"got {ROSTER_HELPER_BACKEND!r}"
+    )
+# Base URL of the OpenAI-compatible server, up to /v1 (Ollama: http://127.0.0.1:11434/v1).
+ROSTER_HELPER_URL = env.str("ROSTER_HELPER_URL", default="")
+ROSTER_HELPER_MODEL = env.str("ROSTER_HELPER_MODEL", default="")
+# Local servers usually need no key; sent as a bearer token when set.
+ROSTER_HELPER_API_KEY = env.str("ROSTER_HELPER_API_KEY", default="")
+# A local model that is slower than this is not saving anyone time: builtin answers instead.
+ROSTER_HELPER_TIMEOUT = _positive_float_setting("ROSTER_HELPER_TIMEOUT", 20.0)
+# Longer inputs are cut down extractively before they reach the local model, whose context
+# window is small (Ollama's default is a few thousand tokens) and would silently truncate.
+ROSTER_HELPER_MAX_INPUT_TOKENS = _positive_int_setting("ROSTER_HELPER_MAX_INPUT_TOKENS", 3000)
+if ROSTER_HELPER_BACKEND == "openai_compatible":
+    if not ROSTER_HELPER_URL.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(
+            "ROSTER_HELPER_BACKEND=openai_compatible needs ROSTER_HELPER_URL, the server's "
+            f"http(s) base URL such as http://127.0.0.1:11434/v1 (got {ROSTER_HELPER_URL!r})"
+        )
+    if not ROSTER_HELPER_MODEL:
+        raise ImproperlyConfigured(
+            "ROSTER_HELPER_BACKEND=openai_compatible needs ROSTER_HELPER_MODEL, the model "
+            "name your server knows (for example llama3.2:3b)"
+        )
+
+# Fetching pages for tasks that name URLs. Private, loopback, link-local and other
+# non-public addresses are refused unless listed here: comma-separated CIDRs
+# (10.0.0.0/8, 127.0.0.1) and host names (intranet.example.com, or .example.com for a
+# domain and its subdomains).
+ROSTER_FETCH_ALLOW = _fetch_allow_setting("ROSTER_FETCH_ALLOW")
+# Seconds for one whole fetch: every redirect and the body (name lookups are bounded by the
+# system resolver's own timeout).
+ROSTER_FETCH_TIMEOUT = _positive_float_setting("ROSTER_FETCH_TIMEOUT", 10.0)
+# Bytes read from one page (after decompression); a longer page is refused, not truncated.
+ROSTER_FETCH_MAX_BYTES = _positive_int_setting("ROSTER_FETCH_MAX_BYTES", 2 * 1024 * 1024)
 
 # Checks run before a task is accepted, so that a task for a role that cannot run is
 # refused at the door. Pluggable (like AUTH_PASSWORD_VALIDATORS) so that `office` does not

@@ -30,6 +30,7 @@ from agents.sandbox.behaviour import (
     prompt_digest,
 )
 from agents.sandbox.catalog import SandboxCatalog, load_catalog
+from agents.sandbox.pages import add_page_routes
 from agents.sandbox.request_log import DEFAULT_MEMORY_LIMIT, RequestLog
 from agents.sandbox.wire.anthropic_messages import AnthropicMessagesFormat
 from agents.sandbox.wire.base import (
@@ -127,6 +128,7 @@ def build_app(config: SandboxConfig) -> web.Application:
     router.add_get("/_sandbox/health", _health)
     router.add_get("/_sandbox/requests", _requests)
     router.add_post("/_sandbox/reset", _reset)
+    add_page_routes(router)
     router.add_route("*", "/{tail:.*}", _not_found)
 
     async def close_log(app: web.Application) -> None:
