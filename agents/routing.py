@@ -24,6 +24,7 @@ from typing import Any
 from django.conf import settings
 
 from agents.escalation import Rule, RulesInvalid, rules_parse
+from agents.helper import helper_classify_complexity
 from agents.models import CandidateSlot, Credential, RoleBinding, RouteCandidate, RoutingPolicy
 from agents.providers.registry import ProviderKind, default_base_url
 from billing.models import CatalogModel
@@ -119,13 +120,16 @@ class Route:
 
 @dataclass(frozen=True)
 class ComplexityReading:
-    """The helper's complexity class of a prompt, as routing records it."""
+    """The helper's complexity class of a prompt, as routing records it; the tokens are
+    what a paid model would have read and written to classify it (the helper's saving)."""
 
     level: str
     score: int
     signals: Mapping[str, Any]
     backend: str
     fallback_reason: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 Classifier = Callable[[str], ComplexityReading]
@@ -133,8 +137,6 @@ Classifier = Callable[[str], ComplexityReading]
 
 def complexity_of_prompt(text: str) -> ComplexityReading:
     """Classify a prompt with the local helper (zero paid cost). Returns its reading."""
-    from agents.helper import helper_classify_complexity
-
     result = helper_classify_complexity(text=text)
     complexity = result.value
     return ComplexityReading(
@@ -143,6 +145,8 @@ def complexity_of_prompt(text: str) -> ComplexityReading:
         signals=dict(complexity.signals),
         backend=str(result.backend),
         fallback_reason=result.fallback_reason or "",
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
     )
 
 
@@ -299,6 +303,8 @@ def _tier_classified(prompt: str, classify: Classifier) -> tuple[str, Decision]:
             "signals": dict(reading.signals),
             "backend": reading.backend,
             "fallback_reason": reading.fallback_reason,
+            "helper_input_tokens": reading.input_tokens,
+            "helper_output_tokens": reading.output_tokens,
         },
     )
 

@@ -146,6 +146,46 @@ def test_tiered_policy_high_class_takes_the_high_model():
     assert route.candidates[0].model.slug == "vendor/large"
 
 
+TRANSLATE = "Translate 'good morning' into French."
+MULTI_PART_CODING = """Implement a Python module that parses ISO 8601 durations, then refactor
+the billing code to use it.
+1. Write a parser function with full error handling.
+2. Add unit tests for every edge case.
+3. Then optimize the hot path and explain the design.
+```python
+def parse(text):
+    return text
+```
+Which cases are ambiguous? How should leap seconds be handled? What about negative ones?"""
+
+
+def test_the_local_helper_sends_a_short_translation_to_the_low_model():
+    route = plan(tiered_binding(), prompt=TRANSLATE)
+
+    assert route.candidates[0].model.slug == "vendor/small"
+    tier = route.decisions[0]
+    assert tier.data["source"] == "classifier"
+    assert (tier.data["level"], tier.data["backend"]) == ("low", "builtin")
+    assert tier.data["signals"]["kind"] == "low"
+    assert tier.data["helper_input_tokens"] > 0
+    assert tier.why.startswith("The helper classified the prompt as low (score ")
+
+
+def test_the_local_helper_sends_a_large_multi_part_coding_task_to_the_high_model():
+    route = plan(tiered_binding(), prompt=MULTI_PART_CODING)
+
+    assert route.candidates[0].model.slug == "vendor/large"
+    assert route.decisions[0].data["level"] == "high"
+    assert route.decisions[0].data["score"] >= 60
+
+
+def test_a_hint_beats_the_local_helper_too():
+    assert (
+        plan(tiered_binding(), prompt=MULTI_PART_CODING, tier_hint="low").candidates[0].model.slug
+        == "vendor/small"
+    )
+
+
 def test_a_tier_hint_beats_the_classifier():
     route = plan(tiered_binding(), tier_hint="high", classify=never_called)
 
