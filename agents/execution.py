@@ -97,9 +97,11 @@ class _Answer:
 
 @dataclass(frozen=True)
 class _Failure:
-    """A candidate that gave no answer; `message` is the readable, redacted reason."""
+    """A candidate that gave no answer; `message` is the readable, redacted reason.
+    `outcome` is "skipped" when no call could be made at all."""
 
     message: str
+    outcome: str = "failed"
 
 
 @dataclass(frozen=True)
@@ -194,11 +196,11 @@ def _walk(run: _Run, route: Route) -> str:
             continue
         outcome = _call_candidate(run, plan, attempts=candidate.attempts)
         if isinstance(outcome, _Refused):
-            for rest in candidates[index + 1 :]:
-                run.decide(_about(rest, "abandoned", "A budget stopped the route before it."))
-            return _budget_refused(run, outcome.exc, candidate)
+            return _budget_refused(run, outcome.exc, candidate, rest=candidates[index + 1 :])
         if isinstance(outcome, _Failure):
-            _candidate_gave_up(run, walk, candidate, outcome.message, more=more)
+            _candidate_gave_up(
+                run, walk, candidate, outcome.message, more=more, outcome=outcome.outcome
+            )
             continue
         text = outcome.result.text
         if candidate.checked:
@@ -223,10 +225,10 @@ def _walk(run: _Run, route: Route) -> str:
                     _record(run)
                 continue
             text = reading.text
-            if verdict.good:
-                for rest in candidates[index + 1 :]:
-                    run.decide(_about(rest, "skipped", "Not needed: the cheap answer passed."))
         run.decide(_about(candidate, "answered", _answered_why(candidate, index, route)))
+        if candidate.checked:
+            for rest in candidates[index + 1 :]:
+                run.decide(_about(rest, "skipped", "Not needed: the cheap answer passed."))
         with transaction.atomic():
             _settle(outcome)
             return _end(
@@ -254,22 +256,34 @@ def _candidate_gave_up(
         _record(run)  # the task page shows the route's progress while the next call runs
 
 
-def _budget_refused(run: _Run, exc: BudgetExceeded, candidate: Candidate) -> str:
-    """A hard budget refused a call: stop (block), or switch once to the over-budget model
-    (downgrade) for the rest of the task."""
+def _budget_refused(
+    run: _Run, exc: BudgetExceeded, candidate: Candidate, *, rest: tuple[Candidate, ...]
+) -> str:
+    """A hard budget refused a candidate's call: stop (block), or switch once to the
+    over-budget model (downgrade) instead of it and of the `rest` of the route."""
+
+    def abandon_rest(why: str) -> None:
+        for later in rest:
+            run.decide(_about(later, "abandoned", why))
+
     if exc.action != BudgetAction.DOWNGRADE or run.downgraded:
-        run.decide(_about(candidate, "abandoned", f"Stopped by a budget: {exc.message}"))
+        run.decide(_about(candidate, "abandoned", f"Refused by a budget: {exc.message}"))
+        abandon_rest("A budget stopped the route before it.")
         return _end(run, status=TaskStatus.OVER_BUDGET, error=exc.message, result=run.held_text)
     over_budget = route_over_budget(binding=run.binding)
+    reason = ""
     if over_budget is None:
-        why = "no over-budget model is configured for this role"
-        run.decide(_about(candidate, "abandoned", f"{exc.message} Not downgraded: {why}."))
-        return _end(
-            run,
-            status=TaskStatus.OVER_BUDGET,
-            error=f"{exc.message} Not downgraded: {why}.",
-            result=run.held_text,
-        )
+        reason = "no over-budget model is configured for this role"
+    else:
+        try:
+            _plan(run.task, run.binding, over_budget, self_check=False)
+        except ExecutionError as why:
+            reason = str(why)
+    if over_budget is None or reason:
+        message = f"{exc.message} Not downgraded: {reason}."
+        run.decide(_about(candidate, "abandoned", message))
+        abandon_rest("A budget stopped the route before it.")
+        return _end(run, status=TaskStatus.OVER_BUDGET, error=message, result=run.held_text)
     run.downgraded = True
     logger.info("task %s downgraded to %s: %s", run.task.pk, over_budget.model, exc)
     run.decide(
@@ -281,15 +295,7 @@ def _budget_refused(run: _Run, exc: BudgetExceeded, candidate: Candidate) -> str
             slot=over_budget.slot,
         )
     )
-    try:
-        _plan(run.task, run.binding, over_budget, self_check=False)
-    except ExecutionError as why:
-        return _end(
-            run,
-            status=TaskStatus.OVER_BUDGET,
-            error=f"{exc.message} Not downgraded: {why}.",
-            result=run.held_text,
-        )
+    abandon_rest("Not called: the task was downgraded to the over-budget model.")
     return _walk(run, Route(policy="downgrade", candidates=(over_budget,), decisions=()))
 
 
@@ -353,7 +359,7 @@ def _call_candidate(run: _Run, plan: CallPlan, *, attempts: int) -> _Answer | _F
             return _Refused(exc)
         except LedgerError as exc:
             run.attempts_made -= 1
-            return _Failure(str(exc))
+            return _Failure(str(exc), outcome="skipped")
         request = replace(plan.request, call_id=usage.call_id)
         started = time.monotonic()
         try:

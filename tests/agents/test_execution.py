@@ -468,8 +468,8 @@ def test_escalate_keeps_a_good_cheap_answer_without_its_self_check_line(sandbox,
     assert steps(task) == [
         ("route", "", "escalate"),
         ("check", CHEAP, "good"),
-        ("candidate", STRONG, "skipped"),
         ("candidate", CHEAP, "answered"),
+        ("candidate", STRONG, "skipped"),
     ]
     assert task.routing_decisions[1]["why"] == (
         "The answer passed every rule (empty, refusal, self_assessment); self-check: confident."
@@ -611,10 +611,13 @@ def test_a_downgrade_budget_switches_any_route_to_the_over_budget_model(sandbox,
     assert "(downgraded: over budget)" in task.model_label
     assert steps(task) == [
         ("route", "", "fallback"),
-        ("candidate", CHEAP, "abandoned"),
         ("downgrade", FREE, "over_budget_model"),
+        ("candidate", CHEAP, "abandoned"),
         ("candidate", FREE, "answered"),
     ]
+    assert task.routing_decisions[1]["why"].endswith(
+        f"The over-budget model answers instead of {STRONG} via chain-1."
+    )
 
 
 def test_a_blocking_budget_stopping_the_escalation_keeps_the_cheap_answer(sandbox, models):
@@ -633,3 +636,17 @@ def test_a_blocking_budget_stopping_the_escalation_keeps_the_cheap_answer(sandbo
     assert task.result.startswith("Sorry, I cannot answer that properly.")
     assert [(c.model.slug, c.status) for c in calls_of(task)] == [(FREE, "settled")]
     assert steps(task)[-1] == ("candidate", STRONG, "abandoned")
+
+
+def test_a_candidate_whose_model_has_no_price_is_skipped_without_a_call(sandbox, models):
+    role = routed_role(
+        sandbox, models, "fallback", [("chain", LOCAL, "sandbox-a"), ("chain", CHEAP, "sandbox-b")]
+    )
+    models[LOCAL].prices.all().delete()
+
+    task = run(Task.objects.create(role=role, prompt="Hi"))
+
+    assert task.status == TaskStatus.DONE, task.error
+    assert [c.model.slug for c in calls_of(task)] == [CHEAP]
+    assert steps(task)[1] == ("candidate", LOCAL, "skipped")
+    assert "has no price in the catalog" in task.routing_decisions[1]["why"]
