@@ -16,6 +16,7 @@ from agents.routing import (
     ComplexityReading,
     RouteError,
     RoutingInvalid,
+    candidate_spec_of,
     route_candidates_validate,
     route_over_budget,
     route_plan,
@@ -702,3 +703,29 @@ def test_the_detail_page_shows_the_decisions_without_javascript(client: Client):
     assert "<code>vendor/small</code>" in page
     assert "Answered &lt;fast&gt;." in page
     assert "The task&#x27;s tier hint &#x27;low&#x27; wins." in page
+
+
+# --- The demo office ------------------------------------------------------------------------
+
+
+def test_the_demo_roles_show_valid_routing_policies(tmp_path):
+    from agents.demo import demo_seed
+
+    demo_seed(sandbox_url="http://127.0.0.1:8765", logins_file=tmp_path / "login.txt")
+    demo_seed(sandbox_url="http://127.0.0.1:8765", logins_file=tmp_path / "login.txt")
+
+    policies = dict(RoleBinding.objects.values_list("role__slug", "policy"))
+    assert policies == {
+        "coder": "tiered",
+        "copywriter": "escalate",
+        "designer": "single",
+        "researcher": "single",
+        "secretary": "single",
+    }
+    for binding in RoleBinding.objects.all():
+        routing_validate(
+            policy=binding.policy,
+            candidates=[candidate_spec_of(row) for row in binding.candidates.all()],
+            escalation_rules=binding.escalation_rules,
+        )
+    assert RouteCandidate.objects.count() == 5  # seeding twice added nothing
