@@ -246,7 +246,7 @@ def _route_tiered(*, task: Task, rows: list[RouteCandidate], classify: Classifie
     missing = [str(tier) for tier in TIER_SLOTS if tier not in by_slot]
     if missing:
         raise RouteError(_misconfigured(f"its tiered policy has no model for tier {missing[0]}"))
-    if task.tier_hint:
+    if task.tier_hint in TaskTier.values:  # task_submit refuses others; rows may not
         tier = task.tier_hint
         tier_decision = Decision(
             step="tier",

@@ -729,3 +729,10 @@ def test_the_demo_roles_show_valid_routing_policies(tmp_path):
             escalation_rules=binding.escalation_rules,
         )
     assert RouteCandidate.objects.count() == 5  # seeding twice added nothing
+
+
+def test_a_tier_hint_that_is_not_a_tier_is_left_to_the_classifier():
+    route = plan(tiered_binding(), tier_hint="urgent", classify=classifier("high"))
+
+    assert route.candidates[0].model.slug == "vendor/large"
+    assert route.decisions[0].data["source"] == "classifier"
