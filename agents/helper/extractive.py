@@ -99,7 +99,7 @@ def history_compress(*, turns: Sequence[Turn], max_tokens: int) -> str:
     """
     _check_budget(max_tokens)
     labelled = _labelled(turns)
-    whole = "\n".join(f"{label}: {content}" for label, content in labelled)
+    whole = transcript_render(turns=turns)
     if tokens_estimate(whole) <= max_tokens:
         return whole
     sentences: list[Sentence] = []
