@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from agents.models import Credential, RoleBinding
+from agents.models import CandidateSlot, Credential, RoleBinding, RouteCandidate, RoutingPolicy
 from agents.providers.registry import ProviderKind
 from agents.services import credential_create
 from billing.catalog import catalog_load_file, catalog_parse, catalog_sync
@@ -32,6 +32,9 @@ class DemoRole:
     model: str
     description: str
     system_prompt: str
+    # Routing (docs/routing.md): the policy and its candidates as (slot, catalog model).
+    policy: str = RoutingPolicy.SINGLE
+    route: tuple[tuple[str, str], ...] = ()
 
 
 # The cheapest catalog model that does each job well (2026-06 prices, per 1M tokens in/out).
@@ -42,6 +45,13 @@ DEMO_ROLES = (
         "deepseek/deepseek-v4-pro",  # $0.435 / $0.87: strong at code, priced like a small model
         "Writes and reviews code.",
         "You are a careful senior software engineer. Answer with working code and brief reasons.",
+        # Quick questions go to a model ten times cheaper, big multi-part jobs to a stronger one.
+        policy=RoutingPolicy.TIERED,
+        route=(
+            (CandidateSlot.LOW, "google/gemini-2.5-flash-lite"),
+            (CandidateSlot.MEDIUM, "deepseek/deepseek-v4-pro"),
+            (CandidateSlot.HIGH, "anthropic/claude-sonnet-4.5"),
+        ),
     ),
     DemoRole(
         "researcher",
@@ -56,6 +66,12 @@ DEMO_ROLES = (
         "anthropic/claude-haiku-4.5",  # $1 / $5: good prose at a fraction of the big models
         "Writes clear, persuasive copy.",
         "You are a concise, persuasive copywriter. Match the requested tone and length.",
+        # A model ten times cheaper drafts first; Haiku rewrites only what fails the check.
+        policy=RoutingPolicy.ESCALATE,
+        route=(
+            (CandidateSlot.CHEAP, "google/gemini-2.5-flash-lite"),
+            (CandidateSlot.STRONG, "anthropic/claude-haiku-4.5"),
+        ),
     ),
     DemoRole(
         "secretary",
@@ -107,14 +123,24 @@ def demo_seed(*, sandbox_url: str | None = None, logins_file: Path | None = None
                     "system_prompt": spec.system_prompt,
                 },
             )
-            RoleBinding.objects.get_or_create(
+            binding, created = RoleBinding.objects.get_or_create(
                 role=role,
                 defaults={
                     "model": CatalogModel.objects.get(slug=spec.model),
                     "credential": credential,
                     "max_tokens": 1024,
+                    "policy": spec.policy,
                 },
             )
+            if created:
+                for position, (slot, slug) in enumerate(spec.route, start=1):
+                    RouteCandidate.objects.create(
+                        binding=binding,
+                        slot=slot,
+                        position=position,
+                        model=CatalogModel.objects.get(slug=slug),
+                        credential=credential,
+                    )
     return _admin_login(logins_file or settings.VAR_DIR / "demo-login.txt")
 
 

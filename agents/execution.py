@@ -1,10 +1,17 @@
-"""Running one task: claim it, call the provider, bill every attempt, record the outcome.
+"""Running one task: claim it, route it, call the providers, bill every attempt, record
+the outcome and every routing decision.
 
 The rules this module keeps (STYLE.md 5 and 6):
 - the claim is a conditional update, so a re-delivered message never runs a task twice;
 - the ledger row is committed before the request leaves, and no transaction is open
   during a network call;
-- the row is settled and the task finished in one short transaction.
+- the answering call's row is settled and the task finished in one short transaction.
+
+Routing (agents.routing) turns the role's policy into an ordered list of candidates;
+this module walks it: each candidate gets its own attempts, a failure moves on to the
+next one, an escalation's cheap answer is checked (agents.escalation) before it is
+accepted, and a `downgrade` budget switches the rest of the route to the over-budget
+model.
 """
 
 from __future__ import annotations
@@ -12,22 +19,40 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from agents.models import RoleBinding
+from agents.escalation import (
+    SELF_CHECK_INSTRUCTION,
+    AnswerReading,
+    Verdict,
+    answer_check,
+    answer_read,
+    rules_ask_self_assessment,
+)
+from agents.models import RoleBinding, RoutingPolicy
 from agents.providers.base import (
     ChatMessage,
     ChatRequest,
+    ChatResult,
     Endpoint,
     ProviderError,
 )
 from agents.providers.registry import adapter_for, default_base_url, upstream_model_name
 from agents.redaction import redact
+from agents.routing import (
+    Candidate,
+    Decision,
+    Route,
+    RouteError,
+    route_over_budget,
+    route_plan,
+)
 from agents.secrets import SecretError, secret_decrypt
 from agents.selectors import binding_for_role
 from billing.budgets import BudgetExceeded
@@ -40,14 +65,17 @@ from billing.ledger import (
     usage_open,
     usage_settle,
 )
-from billing.models import BudgetAction
+from billing.models import BudgetAction, Usage
 from office.models import Task, TaskStatus
 
 logger = logging.getLogger(__name__)
 
+# Finish reasons that say the answer stopped at max_tokens (OpenAI, Anthropic, Gemini).
+TRUNCATED_FINISH_REASONS = frozenset({"length", "max_tokens", "MAX_TOKENS"})
+
 
 class ExecutionError(Exception):
-    """A task that cannot run, with the reason people will read on the task."""
+    """A call that cannot be made, with the reason people will read on the task."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +83,57 @@ class CallPlan:
     target: CallTarget
     endpoint: Endpoint
     request: ChatRequest
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A provider's answer; its ledger row is still pending."""
+
+    plan: CallPlan
+    usage: Usage
+    result: ChatResult
+    latency_ms: int
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A candidate that gave no answer; `message` is the readable, redacted reason.
+    `outcome` is "skipped" when no call could be made at all."""
+
+    message: str
+    outcome: str = "failed"
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A candidate's call refused by a hard budget before it left."""
+
+    exc: BudgetExceeded
+
+
+@dataclass
+class _Run:
+    """One execution of a task: who runs it, its attempt counter, its decisions."""
+
+    task: Task
+    worker_id: str
+    binding: RoleBinding
+    decisions: list[dict[str, Any]]
+    attempts_made: int = 0
+    downgraded: bool = False
+    # A checked answer that failed its check, kept as the result if nothing better comes.
+    held_text: str = ""
+    held_reasons: tuple[str, ...] = ()
+
+    def decide(self, decision: Decision) -> None:
+        self.decisions.append(decision.as_json(execution=self.task.executions))
+
+
+@dataclass
+class _Walk:
+    """What happened along one route, for the final error message."""
+
+    failures: list[tuple[Candidate, str]] = field(default_factory=list)
 
 
 def task_execute(*, task_id: int, worker_id: str) -> str:
@@ -77,25 +156,152 @@ def task_execute(*, task_id: int, worker_id: str) -> str:
     task = Task.objects.select_related("role").get(pk=task_id)
     # Calls a dead worker left pending stay in the ledger, priced as estimates.
     usage_close_abandoned(task_id=task.pk)
-    try:
-        plan = _plan(task)
-    except ExecutionError as exc:
-        return _finish(task=task, worker_id=worker_id, status=TaskStatus.FAILED, error=str(exc))
-    return _call_with_retries(task=task, worker_id=worker_id, plan=plan)
-
-
-def _plan(task: Task, *, over_budget: bool = False) -> CallPlan:
-    """The call for a task: the role's bound model, or with `over_budget` the binding's
-    over-budget model. Raises ExecutionError when it cannot be made."""
-    binding: RoleBinding | None = binding_for_role(role=task.role)
+    # A re-execution (the previous worker died) keeps the earlier decisions and adds its own.
+    decisions = list(task.routing_decisions or [])
+    binding = binding_for_role(role=task.role)
     if binding is None:
-        raise ExecutionError(f"The role {task.role.slug!r} has no model bound to it.")
-    model, credential = binding.model, binding.credential
-    if over_budget:
-        if binding.over_budget_model is None:
-            raise ExecutionError("no over-budget model is configured for this role")
-        model = binding.over_budget_model
-        credential = binding.over_budget_credential or binding.credential
+        error = f"The role {task.role.slug!r} has no model bound to it."
+        refused = Decision(step="route", outcome="refused", why=error)
+        decisions.append(refused.as_json(execution=task.executions))
+        return _finish(
+            task=task,
+            worker_id=worker_id,
+            decisions=decisions,
+            status=TaskStatus.FAILED,
+            error=error,
+        )
+    run = _Run(task=task, worker_id=worker_id, binding=binding, decisions=decisions)
+    try:
+        route = route_plan(task=task, binding=binding)
+    except RouteError as exc:
+        run.decide(Decision(step="route", outcome="refused", why=str(exc)))
+        return _end(run, status=TaskStatus.FAILED, error=str(exc))
+    for decision in route.decisions:
+        run.decide(decision)
+    return _walk(run, route)
+
+
+def _walk(run: _Run, route: Route) -> str:
+    """Call the route's candidates in order until one answers acceptably, a budget stops
+    the task, or none is left. Returns the task's status."""
+    walk = _Walk()
+    candidates = route.candidates
+    for index, candidate in enumerate(candidates):
+        more = index < len(candidates) - 1
+        ask_self_check = candidate.checked and rules_ask_self_assessment(route.rules)
+        try:
+            plan = _plan(run.task, run.binding, candidate, self_check=ask_self_check)
+        except ExecutionError as exc:
+            _candidate_gave_up(run, walk, candidate, str(exc), more=more, outcome="skipped")
+            continue
+        outcome = _call_candidate(run, plan, attempts=candidate.attempts)
+        if isinstance(outcome, _Refused):
+            return _budget_refused(run, outcome.exc, candidate, rest=candidates[index + 1 :])
+        if isinstance(outcome, _Failure):
+            _candidate_gave_up(
+                run, walk, candidate, outcome.message, more=more, outcome=outcome.outcome
+            )
+            continue
+        text = outcome.result.text
+        if candidate.checked:
+            reading = (
+                answer_read(text=text)
+                if ask_self_check
+                else AnswerReading(text=text, self_assessment=None, self_check_problem="not asked")
+            )
+            verdict = answer_check(
+                reading=reading,
+                rules=route.rules,
+                truncated=outcome.result.finish_reason in TRUNCATED_FINISH_REASONS,
+            )
+            run.decide(_check_decision(candidate, reading, verdict, escalate=more))
+            if not verdict.good and more:
+                run.decide(
+                    _about(candidate, "rejected", "Its answer failed the check; escalating.")
+                )
+                run.held_text, run.held_reasons = reading.text, verdict.failures
+                with transaction.atomic():
+                    _settle(outcome)
+                    _record(run)
+                continue
+            text = reading.text
+        run.decide(_about(candidate, "answered", _answered_why(candidate, index, route)))
+        if candidate.checked:
+            for rest in candidates[index + 1 :]:
+                run.decide(_about(rest, "skipped", "Not needed: the cheap answer passed."))
+        with transaction.atomic():
+            _settle(outcome)
+            return _end(
+                run,
+                status=TaskStatus.DONE,
+                result=text,
+                model_label=_model_label(run, candidate, index, route),
+            )
+    return _end(run, status=TaskStatus.FAILED, error=_exhausted(run, walk), result=run.held_text)
+
+
+def _candidate_gave_up(
+    run: _Run,
+    walk: _Walk,
+    candidate: Candidate,
+    message: str,
+    *,
+    more: bool,
+    outcome: str = "failed",
+) -> None:
+    walk.failures.append((candidate, message))
+    then = " Moving on to the next candidate." if more else ""
+    run.decide(_about(candidate, outcome, message + then))
+    if more:
+        _record(run)  # the task page shows the route's progress while the next call runs
+
+
+def _budget_refused(
+    run: _Run, exc: BudgetExceeded, candidate: Candidate, *, rest: tuple[Candidate, ...]
+) -> str:
+    """A hard budget refused a candidate's call: stop (block), or switch once to the
+    over-budget model (downgrade) instead of it and of the `rest` of the route."""
+
+    def abandon_rest(why: str) -> None:
+        for later in rest:
+            run.decide(_about(later, "abandoned", why))
+
+    if exc.action != BudgetAction.DOWNGRADE or run.downgraded:
+        run.decide(_about(candidate, "abandoned", f"Refused by a budget: {exc.message}"))
+        abandon_rest("A budget stopped the route before it.")
+        return _end(run, status=TaskStatus.OVER_BUDGET, error=exc.message, result=run.held_text)
+    over_budget = route_over_budget(binding=run.binding)
+    reason = ""
+    if over_budget is None:
+        reason = "no over-budget model is configured for this role"
+    else:
+        try:
+            _plan(run.task, run.binding, over_budget, self_check=False)
+        except ExecutionError as why:
+            reason = str(why)
+    if over_budget is None or reason:
+        message = f"{exc.message} Not downgraded: {reason}."
+        run.decide(_about(candidate, "abandoned", message))
+        abandon_rest("A budget stopped the route before it.")
+        return _end(run, status=TaskStatus.OVER_BUDGET, error=message, result=run.held_text)
+    run.downgraded = True
+    logger.info("task %s downgraded to %s: %s", run.task.pk, over_budget.model, exc)
+    run.decide(
+        Decision(
+            step="downgrade",
+            outcome="over_budget_model",
+            why=f"{exc.message} The over-budget model answers instead of {candidate.label}.",
+            model=over_budget.model.slug,
+            slot=over_budget.slot,
+        )
+    )
+    abandon_rest("Not called: the task was downgraded to the over-budget model.")
+    return _walk(run, Route(policy="downgrade", candidates=(over_budget,), decisions=()))
+
+
+def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check: bool) -> CallPlan:
+    """The call to one candidate. Raises ExecutionError when it cannot be made."""
+    credential = candidate.credential
     try:
         api_key = secret_decrypt(credential.secret_encrypted)
     except SecretError as exc:
@@ -105,19 +311,22 @@ def _plan(task: Task, *, over_budget: bool = False) -> CallPlan:
         raise ExecutionError(
             f"Credential {credential.label!r} needs a base URL for {credential.provider}."
         )
-    upstream = (binding.upstream_model if not over_budget else "") or upstream_model_name(
-        provider=credential.provider, catalog_slug=model.slug
+    upstream = candidate.upstream_model or upstream_model_name(
+        provider=credential.provider, catalog_slug=candidate.model.slug
     )
     max_tokens = min(task.max_tokens or binding.max_tokens, settings.ROSTER_MAX_TOKENS_LIMIT)
+    system = task.role.system_prompt
+    if self_check:
+        system = f"{system}\n\n{SELF_CHECK_INSTRUCTION}" if system else SELF_CHECK_INSTRUCTION
     request = ChatRequest(
         model=upstream,
         messages=(ChatMessage(role="user", content=task.prompt),),
         max_tokens=max_tokens,
-        system=task.role.system_prompt,
+        system=system,
     )
     return CallPlan(
         target=CallTarget(
-            model=model,
+            model=candidate.model,
             provider=credential.provider,
             credential_id=credential.pk,
             credential_label=credential.label,
@@ -128,34 +337,29 @@ def _plan(task: Task, *, over_budget: bool = False) -> CallPlan:
     )
 
 
-def _call_with_retries(*, task: Task, worker_id: str, plan: CallPlan) -> str:
-    """Call until an answer, a permanent error, the attempt bound or a budget stops it.
-    A `downgrade` budget switches, once, to the role's over-budget model."""
-    max_attempts = settings.ROSTER_PROVIDER_MAX_ATTEMPTS
-    prompt_texts = (plan.request.system, task.prompt)
-    attempt, downgraded = 1, False
+def _call_candidate(run: _Run, plan: CallPlan, *, attempts: int) -> _Answer | _Failure | _Refused:
+    """Call one candidate until it answers, fails permanently, runs out of attempts or a
+    budget refuses. Every call is a ledger row; failed ones are closed at cost 0."""
+    prompt_texts = (plan.request.system, run.task.prompt)
+    tries = 0
     while True:
+        tries += 1
+        run.attempts_made += 1
         try:
             usage = usage_open(
-                task=task,
+                task=run.task,
                 target=plan.target,
-                attempt=attempt,
+                attempt=run.attempts_made,
                 estimated_input_tokens=prompt_tokens_estimate(*prompt_texts),
                 input_tokens_bound=prompt_tokens_bound(*prompt_texts),
                 max_output_tokens=plan.request.max_tokens,
             )
         except BudgetExceeded as exc:
-            if exc.action != BudgetAction.DOWNGRADE or downgraded:
-                return _over_budget(task, worker_id, exc.message)
-            try:
-                plan = _plan(task, over_budget=True)
-            except ExecutionError as why:
-                return _over_budget(task, worker_id, f"{exc.message} Not downgraded: {why}.")
-            downgraded = True
-            logger.info("task %s downgraded to %s: %s", task.pk, plan.target.model, exc)
-            continue
+            run.attempts_made -= 1  # no call was made
+            return _Refused(exc)
         except LedgerError as exc:
-            return _finish(task=task, worker_id=worker_id, status=TaskStatus.FAILED, error=str(exc))
+            run.attempts_made -= 1
+            return _Failure(str(exc), outcome="skipped")
         request = replace(plan.request, call_id=usage.call_id)
         started = time.monotonic()
         try:
@@ -168,41 +372,107 @@ def _call_with_retries(*, task: Task, worker_id: str, plan: CallPlan) -> str:
             usage_fail(
                 usage=usage, error=message, http_status=exc.status_code, latency_ms=latency_ms
             )
-            wait = _retry_wait(exc, attempt=attempt)
-            if exc.permanent or attempt >= max_attempts or wait is None:
-                reason = message if exc.permanent else _gave_up(message, attempt, exc, wait)
-                return _finish(
-                    task=task, worker_id=worker_id, status=TaskStatus.FAILED, error=reason
-                )
+            wait = _retry_wait(exc, attempt=tries)
+            if exc.permanent or tries >= attempts or wait is None:
+                return _Failure(message if exc.permanent else _gave_up(message, tries, exc, wait))
             logger.info(
-                "task %s attempt %s failed (%s); retrying in %.1fs", task.pk, attempt, message, wait
+                "task %s attempt %s failed (%s); retrying in %.1fs",
+                run.task.pk,
+                run.attempts_made,
+                message,
+                wait,
             )
             time.sleep(wait)
-            attempt += 1
             continue
         latency_ms = int((time.monotonic() - started) * 1000)
-        with transaction.atomic():
-            usage_settle(
-                usage=usage,
-                token_usage=result.usage,
-                reported_cost=result.reported_cost,
-                prompt_texts=prompt_texts,
-                output_text=result.text,
-                provider_request_id=result.provider_request_id,
-                latency_ms=latency_ms,
-            )
-            label = f"{plan.target.model.slug} via {plan.target.credential_label}"
-            return _finish(
-                task=task,
-                worker_id=worker_id,
-                status=TaskStatus.DONE,
-                result=result.text,
-                model_label=label + (" (downgraded: over budget)" if downgraded else ""),
-            )
+        return _Answer(plan=plan, usage=usage, result=result, latency_ms=latency_ms)
 
 
-def _over_budget(task: Task, worker_id: str, reason: str) -> str:
-    return _finish(task=task, worker_id=worker_id, status=TaskStatus.OVER_BUDGET, error=reason)
+def _settle(answer: _Answer) -> None:
+    usage_settle(
+        usage=answer.usage,
+        token_usage=answer.result.usage,
+        reported_cost=answer.result.reported_cost,
+        prompt_texts=(answer.plan.request.system, answer.plan.request.messages[-1].content),
+        output_text=answer.result.text,
+        provider_request_id=answer.result.provider_request_id,
+        latency_ms=answer.latency_ms,
+    )
+
+
+def _check_decision(
+    candidate: Candidate, reading: AnswerReading, verdict: Verdict, *, escalate: bool
+) -> Decision:
+    assessment = reading.self_assessment
+    if assessment is None:
+        judged = f"self-check line {reading.self_check_problem}"
+        self_data: dict[str, Any] = {"problem": reading.self_check_problem}
+    else:
+        judged = "self-check: " + ("confident" if assessment.confident else "not confident")
+        if assessment.reason:
+            judged += f" ({assessment.reason})"
+        self_data = {"confident": assessment.confident, "reason": assessment.reason}
+    if verdict.good:
+        why = f"The answer passed every rule ({', '.join(verdict.passed)}); {judged}."
+    else:
+        then = " The strong model answers instead." if escalate else ""
+        why = f"The answer is not good enough: {'; '.join(verdict.failures)}.{then}"
+    return Decision(
+        step="check",
+        outcome="good" if verdict.good else "escalate",
+        why=why,
+        model=candidate.model.slug,
+        slot=candidate.slot,
+        data={**verdict.as_json(), "self_assessment": self_data},
+    )
+
+
+def _about(candidate: Candidate, outcome: str, why: str) -> Decision:
+    return Decision(
+        step="candidate",
+        outcome=outcome,
+        why=why,
+        model=candidate.model.slug,
+        slot=candidate.slot,
+        data={"credential": candidate.credential.label},
+    )
+
+
+def _answered_why(candidate: Candidate, index: int, route: Route) -> str:
+    if index == 0:
+        return f"Answered ({candidate.reason})."
+    return f"Answered ({candidate.reason}) after {index} earlier candidate(s) did not."
+
+
+def _model_label(run: _Run, candidate: Candidate, index: int, route: Route) -> str:
+    label = candidate.label
+    if run.downgraded:
+        return label + " (downgraded: over budget)"
+    if route.policy == RoutingPolicy.TIERED:
+        return f"{label} (tier {candidate.slot})"
+    if route.policy == RoutingPolicy.ESCALATE and index > 0:
+        cheap = route.candidates[0].model.slug
+        why = "its answer failed the check" if run.held_reasons else "it failed"
+        return f"{label} (escalated from {cheap}: {why})"
+    if route.policy == RoutingPolicy.FALLBACK:
+        return f"{label} (fallback {index + 1} of {len(route.candidates)})"
+    return label
+
+
+def _exhausted(run: _Run, walk: _Walk) -> str:
+    """The task's error when no candidate answered acceptably."""
+    if len(walk.failures) == 1 and not run.held_reasons:
+        return walk.failures[0][1]  # one candidate: its own reason, as people expect it
+    tried = "; ".join(
+        f"{number}) {candidate.label}: {message}"
+        for number, (candidate, message) in enumerate(walk.failures, start=1)
+    )
+    if run.held_reasons:
+        return (
+            f"The cheap answer failed the check ({'; '.join(run.held_reasons)}) and the "
+            f"strong model did not answer: {tried}. The cheap answer is kept as the result."
+        )
+    return f"No model answered. {tried}"
 
 
 def _retry_wait(exc: ProviderError, *, attempt: int) -> float | None:
@@ -219,19 +489,42 @@ def _gave_up(message: str, attempt: int, exc: ProviderError, wait: float | None)
             f"{message} (the provider asked to retry after {exc.retry_after:.0f}s, above the "
             f"{settings.ROSTER_RETRY_MAX_WAIT:.0f}s limit)"
         )
-    return f"{message} (gave up after {attempt} attempts)"
+    return f"{message} (gave up after {attempt} attempt{'s' if attempt != 1 else ''})"
+
+
+def _record(run: _Run) -> None:
+    """Save the decisions so far, if this worker still holds the task."""
+    Task.objects.filter(pk=run.task.pk, status=TaskStatus.RUNNING, claimed_by=run.worker_id).update(
+        routing_decisions=run.decisions
+    )
+
+
+def _end(
+    run: _Run, *, status: str, result: str = "", error: str = "", model_label: str = ""
+) -> str:
+    return _finish(
+        task=run.task,
+        worker_id=run.worker_id,
+        decisions=run.decisions,
+        status=status,
+        result=result,
+        error=error,
+        model_label=model_label,
+    )
 
 
 def _finish(
     *,
     task: Task,
     worker_id: str,
+    decisions: list[dict[str, Any]],
     status: str,
     result: str = "",
     error: str = "",
     model_label: str = "",
 ) -> str:
-    """Record the task's outcome if this worker still holds it. Returns the status."""
+    """Record the task's outcome and routing decisions if this worker still holds it.
+    Returns the status."""
     updated = Task.objects.filter(
         pk=task.pk, status=TaskStatus.RUNNING, claimed_by=worker_id
     ).update(
@@ -239,6 +532,7 @@ def _finish(
         result=result,
         error=error[:4000],
         model_label=model_label or F("model_label"),
+        routing_decisions=decisions,
         finished_at=timezone.now(),
     )
     if updated != 1:

@@ -81,8 +81,29 @@ class Credential(models.Model):
         return bool(self.requests_per_minute or self.tokens_per_minute)
 
 
+class RoutingPolicy(models.TextChoices):
+    """How a role's tasks pick their model (agents.routing; docs/routing.md)."""
+
+    SINGLE = "single", "Single: the bound model"
+    TIERED = "tiered", "Tiered: a low, medium or high model by the task's complexity"
+    FALLBACK = "fallback", "Fallback: a chain, the next model when one fails"
+    ESCALATE = "escalate", "Escalate: a cheap model first, a strong one if its answer fails"
+
+
+class CandidateSlot(models.TextChoices):
+    """The part a route candidate plays; each policy uses its own slots."""
+
+    LOW = "low", "Tier low"
+    MEDIUM = "medium", "Tier medium"
+    HIGH = "high", "Tier high"
+    CHAIN = "chain", "Fallback chain"
+    CHEAP = "cheap", "Escalate: cheap (answers first)"
+    STRONG = "strong", "Escalate: strong (answers when the cheap answer fails)"
+
+
 class RoleBinding(models.Model):
-    """Which model, through which credential, answers a role's tasks."""
+    """Which model, through which credential, answers a role's tasks; with a policy other
+    than `single`, the route candidates (RouteCandidate) do instead."""
 
     role = models.OneToOneField(Role, on_delete=models.CASCADE, related_name="binding")
     model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="bindings")
@@ -114,10 +135,69 @@ class RoleBinding(models.Model):
         related_name="over_budget_bindings",
         help_text="Credential for the over-budget model (blank: the binding's credential).",
     )
+    policy = models.CharField(
+        max_length=20,
+        choices=RoutingPolicy.choices,
+        default=RoutingPolicy.SINGLE,
+        help_text=(
+            "Single uses the model above. The other policies use the route candidates "
+            "below (see docs/routing.md)."
+        ),
+    )
+    escalation_rules = models.TextField(
+        blank=True,
+        help_text=(
+            "Escalate only: when the cheap answer is not good enough, one rule per line: "
+            "empty, refusal, min_chars N, truncated, json_schema {...}, self_assessment. "
+            "Blank: empty, refusal, self_assessment."
+        ),
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return f"{self.role} → {self.model} via {self.credential.label}"
+
+
+class RouteCandidate(models.Model):
+    """One model a routing policy may call for a role: a tier, a link of a fallback chain,
+    or the cheap or strong model of an escalation."""
+
+    binding = models.ForeignKey(RoleBinding, on_delete=models.CASCADE, related_name="candidates")
+    slot = models.CharField(max_length=10, choices=CandidateSlot.choices)
+    position = models.PositiveSmallIntegerField(
+        default=0, help_text="Order in a fallback chain (lowest first)."
+    )
+    model = models.ForeignKey(
+        CatalogModel, on_delete=models.PROTECT, related_name="route_candidates"
+    )
+    credential = models.ForeignKey(
+        Credential, on_delete=models.PROTECT, related_name="route_candidates"
+    )
+    upstream_model = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Model name sent to the provider; blank: derived from the catalog id.",
+    )
+    attempts = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Calls before giving up on this model (retryable errors). Blank: 1 in a "
+            "fallback chain, ROSTER_PROVIDER_MAX_ATTEMPTS otherwise."
+        ),
+    )
+
+    class Meta:
+        ordering = ["binding", "position", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(attempts__isnull=True) | models.Q(attempts__gte=1),
+                name="routecandidate_attempts_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_slot_display()}: {self.model} via {self.credential.label}"
 
 
 class WorkerHeartbeat(models.Model):

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from agents.models import RoleBinding
+from django.db.models import Prefetch
+
+from agents.models import RoleBinding, RouteCandidate
 from office.errors import TaskRejected
 from office.models import Role
 
 
 def binding_for_role(*, role: Role) -> RoleBinding | None:
-    """The role's binding with its model and credential loaded, or None if unbound."""
+    """The role's binding with its models, credentials and route candidates loaded, or
+    None if unbound."""
     return (
-        RoleBinding.objects.select_related("model", "credential", "role").filter(role=role).first()
+        RoleBinding.objects.select_related(
+            "model", "credential", "role", "over_budget_model", "over_budget_credential"
+        )
+        .prefetch_related(
+            Prefetch(
+                "candidates",
+                queryset=RouteCandidate.objects.select_related("model", "credential"),
+            )
+        )
+        .filter(role=role)
+        .first()
     )
 
 

@@ -8,7 +8,7 @@ from django import forms
 from django.conf import settings
 
 from office.errors import DomainError
-from office.models import Role, TaskStatus
+from office.models import Role, TaskStatus, TaskTier
 from office.selectors import roles_active
 
 
@@ -38,6 +38,15 @@ class TaskForm(DomainErrorFormMixin, forms.Form):
         required=False,
         label="Max output tokens",
         help_text="Optional; the role's own limit applies when left blank.",
+    )
+    tier_hint = forms.ChoiceField(
+        choices=[("", "Automatic"), *TaskTier.choices],
+        required=False,
+        label="Difficulty",
+        help_text=(
+            "Optional; for a role with tiered routing, picks its low, medium or high model "
+            "instead of the automatic estimate."
+        ),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -46,6 +46,14 @@ class TaskStatus(models.TextChoices):
     OVER_BUDGET = "over_budget", "Over budget"
 
 
+class TaskTier(models.TextChoices):
+    """How hard a task is, as the person or program giving it says (a routing hint)."""
+
+    LOW = "low", "Low"
+    MEDIUM = "medium", "Medium"
+    HIGH = "high", "High"
+
+
 TERMINAL_STATUSES = frozenset({TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.OVER_BUDGET})
 
 
@@ -56,6 +64,12 @@ class Task(models.Model):
     title = models.CharField(max_length=200, blank=True)
     prompt = models.TextField()
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    tier_hint = models.CharField(
+        max_length=10,
+        choices=TaskTier.choices,
+        blank=True,
+        help_text="How hard the task is; a tiered role uses it instead of its classifier.",
+    )
     status = models.CharField(
         max_length=20, choices=TaskStatus.choices, default=TaskStatus.QUEUED, db_index=True
     )
@@ -82,6 +96,9 @@ class Task(models.Model):
     cost = money_field(default=Decimal("0"))
     provider_calls = models.PositiveIntegerField(default=0)
     model_label = models.CharField(max_length=200, blank=True, help_text="Model that answered.")
+    # What routing decided and why, one entry per step, in order (written by agents; each
+    # entry has at least "step", "outcome" and "why"; see docs/routing.md).
+    routing_decisions = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -13,7 +13,7 @@ from django.utils.module_loading import import_string
 
 from office.celery import app as celery_app
 from office.errors import TaskRejected
-from office.models import ApiToken, Role, Task, TaskStatus
+from office.models import ApiToken, Role, Task, TaskStatus, TaskTier
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +29,15 @@ def task_submit(
     created_by: AbstractBaseUser | None = None,
     title: str = "",
     max_tokens: int | None = None,
+    tier_hint: str = "",
 ) -> Task:
     """Validate and save a queued task, and dispatch it once the transaction commits.
 
-    Returns the saved Task. Raises TaskRejected with a `field` and a readable message for
-    an unknown or inactive role, a role that cannot run (no model bound), an empty or
-    oversized prompt, or a max_tokens outside 1..ROSTER_MAX_TOKENS_LIMIT.
+    `tier_hint` ("low", "medium", "high" or "") tells a tiered role how hard the task is,
+    instead of its classifier. Returns the saved Task. Raises TaskRejected with a `field`
+    and a readable message for an unknown or inactive role, a role that cannot run (no
+    model bound), an empty or oversized prompt, a max_tokens outside
+    1..ROSTER_MAX_TOKENS_LIMIT, or an unknown tier hint.
     """
     role_obj = _role_for(role)
     prompt = (prompt or "").strip()
@@ -53,6 +56,13 @@ def task_submit(
             code="max_tokens_out_of_range",
             field="max_tokens",
         )
+    tier_hint = (tier_hint or "").strip().lower()
+    if tier_hint and tier_hint not in TaskTier.values:
+        raise TaskRejected(
+            f"The tier hint {tier_hint!r} is not one of {', '.join(TaskTier.values)}.",
+            code="tier_hint_invalid",
+            field="tier_hint",
+        )
     for check_path in settings.ROSTER_TASK_SUBMIT_CHECKS:
         import_string(check_path)(role=role_obj)
 
@@ -62,6 +72,7 @@ def task_submit(
             prompt=prompt,
             title=title.strip()[:200],
             max_tokens=max_tokens,
+            tier_hint=tier_hint,
             created_by=created_by,
         )
         transaction.on_commit(lambda: task_dispatch(task_id=task.pk))

@@ -54,6 +54,7 @@ def task_create(request: HttpRequest) -> HttpResponse:
                 prompt=data["prompt"],
                 title=data["title"],
                 max_tokens=data["max_tokens"],
+                tier_hint=data["tier_hint"],
                 created_by=request.user,
             )
         except TaskRejected as exc:

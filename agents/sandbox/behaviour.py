@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from billing.pricing import TokenUsage
 
@@ -52,6 +53,13 @@ MAX_REASONING_TOKENS = 10_000_000
 MAX_LATENCY_SECONDS = 3600.0
 MAX_RETRY_AFTER_SECONDS = 86_400.0
 
+# Roster's escalate policy asks the cheap model to end its answer with a self-check line
+# (agents.escalation.SELF_CHECK_INSTRUCTION). When a system prompt carries this tag, the
+# sandbox answers the instruction the way a compliant model would.
+SELF_CHECK_TAG = "ROSTER-SELF-CHECK"
+POOR_ANSWER = "Sorry, I cannot answer that properly."
+POOR_REASON = "simulated poor answer"
+
 DIRECTIVE_MARKER = re.compile(r"\[\[sandbox(?P<body>[^\]]*)\]\]")
 DIRECTIVE_SEPARATORS = re.compile(r"[\s,;]+")
 
@@ -69,6 +77,21 @@ class Fault(StrEnum):
     NO_USAGE = "no_usage"
 
 
+class Quality(StrEnum):
+    """What kind of answer a request asks for with `quality=...`."""
+
+    GOOD = "good"
+    POOR = "poor"  # short, refusing, and not confident in its self-check
+
+
+class SelfCheck(StrEnum):
+    """How the answer's self-check line reads with `self_check=...`."""
+
+    CONFIDENT = "confident"
+    UNSURE = "unsure"
+    MISSING = "missing"  # the line is left out, as a model ignoring the instruction
+
+
 class CacheMode(StrEnum):
     """How a wire format caches prompts.
 
@@ -79,6 +102,9 @@ class CacheMode(StrEnum):
 
     AUTOMATIC = "automatic"
     EXPLICIT = "explicit"
+
+
+_Choice = TypeVar("_Choice", bound=StrEnum)
 
 
 class DirectiveError(ValueError):
@@ -118,10 +144,14 @@ class Directives:
 
     latency: float | None = None  # None: the server's default latency
     fault: Fault | None = None
+    fault_model: str | None = None  # `fault=500@NAME`: only requests for model NAME
     times: int | None = None  # None: the fault applies to every request carrying it
     retry_after: str | None = None  # seconds, sent verbatim as Retry-After with fault=429
     reasoning: int = 0
     words: int | None = None
+    quality: Quality = Quality.GOOD
+    quality_model: str | None = None  # `quality=poor@NAME`: only requests for model NAME
+    self_check: SelfCheck | None = None  # None: follows quality (good: confident)
     # The directive text as written (header, then markers); part of the fault-counter key.
     source: str = ""
 
@@ -169,13 +199,37 @@ def prompt_digest(prompt: Prompt) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def answer_text(prompt: Prompt, *, digest: str, words: int | None = None) -> str:
+def answer_text(
+    prompt: Prompt,
+    *,
+    digest: str,
+    words: int | None = None,
+    quality: Quality = Quality.GOOD,
+    self_check: SelfCheck | None = None,
+) -> str:
     """Return the deterministic answer to a prompt (before any max_tokens truncation).
 
     "Sandbox answer from {model}: {first 12 words of the last user message}
     [ref {first 8 hex digits of the prompt digest}]"; with `words`, exactly that many
-    words: the answer's own words, then filler words.
+    words: the answer's own words, then filler words. A poor answer is
+    "Sorry, I cannot answer that properly. [ref ...]" (`words` does not apply).
+    When the system prompt carries the self-check tag, a last line follows:
+    `ROSTER-SELF-CHECK: {"confident": true}` (or false with a reason; none if missing).
     """
+    body = _answer_body(prompt, digest=digest, words=words, quality=quality)
+    if SELF_CHECK_TAG not in prompt.system:
+        return body
+    check = self_check or (SelfCheck.CONFIDENT if quality is Quality.GOOD else SelfCheck.UNSURE)
+    if check is SelfCheck.MISSING:
+        return body
+    if check is SelfCheck.CONFIDENT:
+        return f'{body}\n{SELF_CHECK_TAG}: {{"confident": true}}'
+    return f'{body}\n{SELF_CHECK_TAG}: {{"confident": false, "reason": "{POOR_REASON}"}}'
+
+
+def _answer_body(prompt: Prompt, *, digest: str, words: int | None, quality: Quality) -> str:
+    if quality is Quality.POOR:
+        return f"{POOR_ANSWER} [ref {digest[:8]}]"
     last_user = next((t.text for t in reversed(prompt.turns) if t.role == "user"), "")
     preview = " ".join(last_user.split()[:ANSWER_PREVIEW_WORDS]) or "(no user message)"
     answer = f"Sandbox answer from {prompt.model}: {preview} [ref {digest[:8]}]"
@@ -236,21 +290,34 @@ def parse_directives(header: str | None, texts: Iterable[str]) -> Directives:
 
 
 def _directives_from(values: Mapping[str, str], *, source: str) -> Directives:
-    unknown = set(values) - {"latency", "fault", "times", "retry_after", "reasoning", "words"}
+    known_keys = (
+        "latency",
+        "fault",
+        "times",
+        "retry_after",
+        "reasoning",
+        "words",
+        "quality",
+        "self_check",
+    )
+    unknown = set(values) - set(known_keys)
     if unknown:
         raise DirectiveError(
-            f"unknown sandbox directive {sorted(unknown)[0]!r}; known: latency, fault, "
-            "times, retry_after, reasoning, words"
+            f"unknown sandbox directive {sorted(unknown)[0]!r}; known: {', '.join(known_keys)}"
         )
     fault: Fault | None = None
-    if "fault" in values:
+    fault_value, fault_model = _scoped(values.get("fault"), key="fault")
+    if fault_value is not None:
         try:
-            fault = Fault(values["fault"].lower())
+            fault = Fault(fault_value.lower())
         except ValueError:
             known = ", ".join(f.value for f in Fault)
             raise DirectiveError(
                 f"unknown sandbox fault {values['fault']!r}; known: {known}"
             ) from None
+    quality_value, quality_model = _scoped(values.get("quality"), key="quality")
+    quality = _choice("quality", quality_value, Quality) or Quality.GOOD
+    self_check = _choice("self_check", values.get("self_check"), SelfCheck)
     retry_after = values.get("retry_after")
     if retry_after is not None:
         _bounded_number("retry_after", retry_after, MAX_RETRY_AFTER_SECONDS)
@@ -260,12 +327,47 @@ def _directives_from(values: Mapping[str, str], *, source: str) -> Directives:
         if latency is None
         else _bounded_number("latency", latency, MAX_LATENCY_SECONDS),
         fault=fault,
+        fault_model=fault_model,
         times=_bounded_int("times", values.get("times"), maximum=None),
         retry_after=retry_after,
         reasoning=_bounded_int("reasoning", values.get("reasoning"), MAX_REASONING_TOKENS) or 0,
         words=_bounded_int("words", values.get("words"), MAX_WORDS),
+        quality=quality,
+        quality_model=quality_model,
+        self_check=self_check,
         source=source,
     )
+
+
+def _scoped(raw: str | None, *, key: str) -> tuple[str | None, str | None]:
+    """Split `VALUE@MODEL` into the value and the model it is limited to (None: any)."""
+    if raw is None or "@" not in raw:
+        return raw, None
+    value, _, model = raw.partition("@")
+    if not value or not model:
+        raise DirectiveError(f"sandbox directive {key}={raw!r} must be VALUE or VALUE@MODEL")
+    return value, model
+
+
+def model_matches(model: str, wanted: str | None) -> bool:
+    """Return True when a request for `model` is one a `@wanted` scope names (None: any).
+
+    Names match exactly or by the part after the vendor prefix, so `@openai/gpt-4o` also
+    names `gpt-4o` as a direct provider spells it.
+    """
+    if wanted is None:
+        return True
+    return model == wanted or model.split("/", 1)[-1] == wanted.split("/", 1)[-1]
+
+
+def _choice(key: str, raw: str | None, kind: type[_Choice]) -> _Choice | None:
+    if raw is None:
+        return None
+    try:
+        return kind(raw.lower())
+    except ValueError:
+        known = ", ".join(member.value for member in kind)
+        raise DirectiveError(f"sandbox directive {key}={raw!r} must be one of: {known}") from None
 
 
 def _bounded_number(key: str, raw: str, maximum: float) -> float:
@@ -301,7 +403,7 @@ class FaultCounter:
         The key is the directive text + model + prompt digest: a retry of the very same
         request is "the same request" and eventually succeeds.
         """
-        if directives.fault is None:
+        if directives.fault is None or not model_matches(model, directives.fault_model):
             return False
         if directives.times is None:
             return True
@@ -355,7 +457,14 @@ def complete(
 
     `scope` names the provider whose cache this is (the wire format).
     """
-    text = answer_text(prompt, digest=digest, words=directives.words)
+    in_scope = model_matches(prompt.model, directives.quality_model)
+    text = answer_text(
+        prompt,
+        digest=digest,
+        words=directives.words,
+        quality=directives.quality if in_scope else Quality.GOOD,
+        self_check=directives.self_check,
+    )
     text, reasoning, truncated = fit_to_max_tokens(
         text, reasoning=directives.reasoning, max_tokens=prompt.max_tokens
     )

@@ -32,6 +32,12 @@ class TaskCreateInputSerializer(serializers.Serializer):
     prompt = serializers.CharField(allow_blank=True, trim_whitespace=False)
     title = serializers.CharField(max_length=200, required=False, allow_blank=True)
     max_tokens = serializers.IntegerField(required=False, allow_null=True)
+    tier_hint = serializers.CharField(
+        max_length=10,
+        required=False,
+        allow_blank=True,
+        help_text="low, medium or high: how hard the task is (a tiered role's routing).",
+    )
 
 
 class TaskOutputSerializer(serializers.Serializer):
@@ -47,6 +53,10 @@ class TaskOutputSerializer(serializers.Serializer):
     cost = ExactDecimalStringField(help_text="USD, exact, as a string.")
     provider_calls = serializers.IntegerField()
     model_label = serializers.CharField()
+    tier_hint = serializers.CharField()
+    routing_decisions = serializers.JSONField(
+        help_text="What routing decided and why, step by step (docs/routing.md)."
+    )
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField()

@@ -37,6 +37,7 @@ class TaskCreateApi(APIView):
             prompt=data["prompt"],
             title=data.get("title", ""),
             max_tokens=data.get("max_tokens"),
+            tier_hint=data.get("tier_hint", ""),
             created_by=request.user,
         )
         output = self.OutputSerializer(task, context={"request": request})

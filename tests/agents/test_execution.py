@@ -1,5 +1,6 @@
 """The execution service against the real sandbox provider over loopback (in-process, no
-worker): claiming, retries, failures, billing of every attempt, worker-death recovery."""
+worker): claiming, retries, failures, billing of every attempt, worker-death recovery, and
+routing policies (fallback, escalation, tiers, budgets) with their recorded decisions."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from django.utils import timezone
 
 from agents.execution import task_execute
 from agents.liveness import heartbeat_beat, running, tasks_sweep_stale, worker_id
-from agents.models import RoleBinding, WorkerHeartbeat
+from agents.models import RoleBinding, RouteCandidate, WorkerHeartbeat
 from agents.services import credential_create
 from billing.catalog import catalog_parse, catalog_sync
 from billing.ledger import CallTarget, usage_open
-from billing.models import CatalogModel, Usage, UsageStatus
+from billing.models import Budget, CatalogModel, Usage, UsageStatus
 from office.models import Role, Task, TaskStatus
 
 pytestmark = pytest.mark.django_db
@@ -308,3 +309,344 @@ def test_sweeper_redispatches_queued_tasks_nobody_picked_up(sandbox, model):
     assert report.redispatched == [stale.pk]
     stale.refresh_from_db()
     assert stale.dispatched_at > fresh.dispatched_at - timedelta(seconds=1)
+
+
+# --- Routing policies -----------------------------------------------------------------------
+
+CHEAP, STRONG, LOCAL, FREE = (
+    "google/gemini-2.5-flash-lite",
+    "anthropic/claude-sonnet-4.5",
+    "meta-llama/llama-3.1-8b-instruct",
+    "moonshotai/kimi-k2.6:free",
+)
+
+
+@pytest.fixture
+def models(model) -> dict[str, CatalogModel]:
+    """Four more priced models (one free) besides MODEL."""
+    catalog_sync(
+        entries=catalog_parse(
+            {
+                "data": [
+                    {"id": slug, "name": slug, "pricing": {"prompt": p, "completion": c}}
+                    for slug, p, c in (
+                        (CHEAP, "0.0000001", "0.0000004"),
+                        (STRONG, "0.000003", "0.000015"),
+                        (LOCAL, "0.00000002", "0.00000005"),
+                        (FREE, "0", "0"),
+                    )
+                ]
+            }
+        )
+    )
+    return {m.slug: m for m in CatalogModel.objects.all()}
+
+
+def routed_role(sandbox, models, policy: str, slots, *, rules: str = "", slug: str = "router"):
+    """A role whose binding (bound to MODEL) routes with `policy` over `slots`:
+    (slot, model slug, key) triples; each candidate gets its own credential."""
+    role = make_role(sandbox, models[MODEL], slug=slug)
+    binding = RoleBinding.objects.get(role=role)
+    RoleBinding.objects.filter(pk=binding.pk).update(policy=policy, escalation_rules=rules)
+    for position, (slot, slug_, key) in enumerate(slots, start=1):
+        credential = credential_create(
+            label=f"{slot}-{position}",
+            provider="openrouter",
+            base_url=f"{sandbox.url}/api/v1",
+            raw_secret=key,
+        )
+        RouteCandidate.objects.create(
+            binding=binding,
+            slot=slot,
+            position=position,
+            model=models[slug_],
+            credential=credential,
+        )
+    return role
+
+
+def calls_of(task: Task) -> list[Usage]:
+    return list(Usage.objects.filter(task=task).order_by("attempt"))
+
+
+def steps(task: Task) -> list[tuple[str, str, str]]:
+    return [(d["step"], d.get("model", ""), d["outcome"]) for d in task.routing_decisions]
+
+
+def test_single_policy_records_its_route_and_answer(sandbox, model):
+    task = run(Task.objects.create(role=make_role(sandbox, model), prompt="Hello"))
+
+    assert task.status == TaskStatus.DONE
+    assert steps(task) == [("route", "", "single"), ("candidate", MODEL, "answered")]
+    assert all(d["execution"] == 1 for d in task.routing_decisions)
+    assert task.model_label == f"{MODEL} via coder-cred"
+
+
+def test_fallback_moves_on_after_a_server_error_and_bills_only_calls_that_happened(sandbox, models):
+    role = routed_role(
+        sandbox, models, "fallback", [("chain", LOCAL, "sandbox-a"), ("chain", CHEAP, "sandbox-b")]
+    )
+
+    task = run(Task.objects.create(role=role, prompt=f"Sum it [[sandbox fault=500@{LOCAL}]]"))
+
+    assert task.status == TaskStatus.DONE, task.error
+    failed, answered = calls_of(task)
+    assert (failed.model.slug, failed.status, failed.http_status, failed.cost) == (
+        LOCAL,
+        "failed",
+        500,
+        0,
+    )
+    assert (answered.model.slug, answered.status) == (CHEAP, "settled")
+    assert task.cost == answered.cost > 0
+    assert task.result.startswith(f"Sandbox answer from {CHEAP}")
+    assert task.model_label == f"{CHEAP} via chain-2 (fallback 2 of 2)"
+    assert steps(task) == [
+        ("route", "", "fallback"),
+        ("candidate", LOCAL, "failed"),
+        ("candidate", CHEAP, "answered"),
+    ]
+    assert "HTTP 500" in task.routing_decisions[1]["why"]
+    assert "gave up after 1 attempt)" in task.routing_decisions[1]["why"]
+    assert task.routing_decisions[1]["why"].endswith("Moving on to the next candidate.")
+
+
+def test_fallback_moves_on_after_a_permanent_error(sandbox, models):
+    role = routed_role(
+        sandbox, models, "fallback", [("chain", LOCAL, CANARY), ("chain", CHEAP, "sandbox-b")]
+    )
+
+    task = run(Task.objects.create(role=role, prompt="Hi"))
+
+    assert task.status == TaskStatus.DONE, task.error
+    assert [(c.status, c.http_status) for c in calls_of(task)] == [
+        ("failed", 401),
+        ("settled", 200),
+    ]
+    assert CANARY not in str(task.routing_decisions)
+
+
+def test_fallback_with_every_candidate_failing_names_each_reason(sandbox, models, settings):
+    settings.ROSTER_RETRY_MAX_WAIT = 0.01
+    role = routed_role(
+        sandbox, models, "fallback", [("chain", LOCAL, "sandbox-a"), ("chain", CHEAP, "sandbox-b")]
+    )
+
+    task = run(Task.objects.create(role=role, prompt="x [[sandbox fault=503]]"))
+
+    assert task.status == TaskStatus.FAILED
+    assert task.error.startswith(f"No model answered. 1) {LOCAL} via chain-1: ")
+    assert f"; 2) {CHEAP} via chain-2: " in task.error
+    assert [c.status for c in calls_of(task)] == ["failed", "failed"]
+    assert task.cost == 0
+
+
+def escalating_role(sandbox, models, rules: str = "", **keys: str):
+    return routed_role(
+        sandbox,
+        models,
+        "escalate",
+        [
+            ("cheap", CHEAP, keys.get("cheap", "sandbox-cheap")),
+            ("strong", STRONG, keys.get("strong", "sandbox-strong")),
+        ],
+        rules=rules,
+    )
+
+
+def test_escalate_keeps_a_good_cheap_answer_without_its_self_check_line(sandbox, models):
+    task = run(Task.objects.create(role=escalating_role(sandbox, models), prompt="Translate hi"))
+
+    assert task.status == TaskStatus.DONE, task.error
+    [call] = calls_of(task)
+    assert (call.model.slug, call.status) == (CHEAP, "settled")
+    assert task.result.startswith(f"Sandbox answer from {CHEAP}: Translate hi [ref ")
+    assert "ROSTER-SELF-CHECK" not in task.result
+    # The provider was asked for the line and billed for it: its tokens are in the row.
+    [entry] = sandbox.requests(call_id=call.call_id)
+    assert call.output_tokens == entry["output_tokens"] > -(-len(task.result) // 4)
+    assert steps(task) == [
+        ("route", "", "escalate"),
+        ("check", CHEAP, "good"),
+        ("candidate", CHEAP, "answered"),
+        ("candidate", STRONG, "skipped"),
+    ]
+    assert task.routing_decisions[1]["why"] == (
+        "The answer passed every rule (empty, refusal, self_assessment); self-check: confident."
+    )
+    assert task.model_label == f"{CHEAP} via cheap-1"
+
+
+def test_escalate_reruns_a_poor_cheap_answer_on_the_strong_model(sandbox, models):
+    task = run(
+        Task.objects.create(
+            role=escalating_role(sandbox, models),
+            prompt=f"Write the parser [[sandbox quality=poor@{CHEAP}]]",
+        )
+    )
+
+    assert task.status == TaskStatus.DONE, task.error
+    cheap, strong = calls_of(task)
+    assert (cheap.model.slug, cheap.status) == (CHEAP, "settled")
+    assert (strong.model.slug, strong.status) == (STRONG, "settled")
+    assert cheap.cost > 0
+    assert strong.cost > 0
+    assert task.cost == cheap.cost + strong.cost
+    assert task.provider_calls == 2
+    assert task.result.startswith(f"Sandbox answer from {STRONG}: Write the parser")
+    assert task.model_label == (
+        f"{STRONG} via strong-2 (escalated from {CHEAP}: its answer failed the check)"
+    )
+    assert steps(task) == [
+        ("route", "", "escalate"),
+        ("check", CHEAP, "escalate"),
+        ("candidate", CHEAP, "rejected"),
+        ("candidate", STRONG, "answered"),
+    ]
+    check = task.routing_decisions[1]
+    assert check["data"]["failures"] == [
+        "the answer is a refusal (starts with 'sorry, i')",
+        "the model says it is not confident: simulated poor answer",
+    ]
+    assert check["data"]["self_assessment"] == {
+        "confident": False,
+        "reason": "simulated poor answer",
+    }
+    # Only the cheap call was asked for a self-check.
+    [cheap_entry] = sandbox.requests(call_id=cheap.call_id)
+    [strong_entry] = sandbox.requests(call_id=strong.call_id)
+    assert cheap_entry["input_tokens"] > strong_entry["input_tokens"]
+
+
+def test_escalate_rules_alone_decide_when_no_self_check_is_asked(sandbox, models):
+    task = run(
+        Task.objects.create(
+            role=escalating_role(sandbox, models, rules="min_chars 500"), prompt="Explain VAT"
+        )
+    )
+
+    assert task.status == TaskStatus.DONE
+    assert [c.model.slug for c in calls_of(task)] == [CHEAP, STRONG]
+    check = task.routing_decisions[1]
+    assert check["data"]["self_assessment"] == {"problem": "not asked"}
+    assert "fewer than 500" in check["why"]
+
+
+def test_escalate_goes_to_the_strong_model_when_the_cheap_one_fails(sandbox, models):
+    task = run(
+        Task.objects.create(role=escalating_role(sandbox, models, cheap=CANARY), prompt="Hi")
+    )
+
+    assert task.status == TaskStatus.DONE, task.error
+    assert [(c.model.slug, c.status) for c in calls_of(task)] == [
+        (CHEAP, "failed"),
+        (STRONG, "settled"),
+    ]
+    assert task.model_label == f"{STRONG} via strong-2 (escalated from {CHEAP}: it failed)"
+
+
+def test_escalate_keeps_the_cheap_answer_when_the_strong_model_fails(sandbox, models):
+    task = run(
+        Task.objects.create(
+            role=escalating_role(sandbox, models, strong=CANARY),
+            prompt=f"Hi [[sandbox quality=poor@{CHEAP}]]",
+        )
+    )
+
+    assert task.status == TaskStatus.FAILED
+    assert task.error.startswith("The cheap answer failed the check (the answer is a refusal")
+    assert "the strong model did not answer: 1) " in task.error
+    assert task.result.startswith("Sorry, I cannot answer that properly.")
+    assert CANARY not in task.error
+
+
+def test_tiered_with_a_hint_calls_the_hinted_tier(sandbox, models):
+    role = routed_role(
+        sandbox,
+        models,
+        "tiered",
+        [
+            ("low", LOCAL, "sandbox-l"),
+            ("medium", CHEAP, "sandbox-m"),
+            ("high", STRONG, "sandbox-h"),
+        ],
+    )
+
+    task = run(Task.objects.create(role=role, prompt="Design the system", tier_hint="high"))
+
+    assert task.status == TaskStatus.DONE
+    assert [c.model.slug for c in calls_of(task)] == [STRONG]
+    assert task.model_label == f"{STRONG} via high-3 (tier high)"
+    assert steps(task)[:2] == [("tier", "", "high"), ("route", "", "tiered")]
+
+
+def test_a_misconfigured_route_fails_the_task_with_the_reason(sandbox, models):
+    role = routed_role(sandbox, models, "fallback", [("chain", LOCAL, "sandbox-a")])
+
+    task = run(Task.objects.create(role=role, prompt="Hi"))
+
+    assert task.status == TaskStatus.FAILED
+    assert "its fallback chain has 1 candidate(s)" in task.error
+    assert not Usage.objects.filter(task=task).exists()
+
+
+def budget_for(role: Role, limit: str, action: str) -> Budget:
+    return Budget.objects.create(
+        name=action, scope="role", role=role, period="month", limit=Decimal(limit), action=action
+    )
+
+
+def test_a_downgrade_budget_switches_any_route_to_the_over_budget_model(sandbox, models):
+    role = routed_role(
+        sandbox, models, "fallback", [("chain", STRONG, "sandbox-a"), ("chain", CHEAP, "sandbox-b")]
+    )
+    RoleBinding.objects.filter(role=role).update(over_budget_model=models[FREE])
+    budget_for(role, "0.00001", "downgrade")
+
+    task = run(Task.objects.create(role=role, prompt="Summarise"))
+
+    assert task.status == TaskStatus.DONE, task.error
+    [call] = calls_of(task)
+    assert (call.model.slug, call.cost) == (FREE, 0)
+    assert "(downgraded: over budget)" in task.model_label
+    assert steps(task) == [
+        ("route", "", "fallback"),
+        ("downgrade", FREE, "over_budget_model"),
+        ("candidate", CHEAP, "abandoned"),
+        ("candidate", FREE, "answered"),
+    ]
+    assert task.routing_decisions[1]["why"].endswith(
+        f"The over-budget model answers instead of {STRONG} via chain-1."
+    )
+
+
+def test_a_blocking_budget_stopping_the_escalation_keeps_the_cheap_answer(sandbox, models):
+    role = routed_role(
+        sandbox,
+        models,
+        "escalate",
+        [("cheap", FREE, "sandbox-cheap"), ("strong", STRONG, "sandbox-strong")],
+    )
+    budget_for(role, "0.00001", "block")
+
+    task = run(Task.objects.create(role=role, prompt=f"Hi [[sandbox quality=poor@{FREE}]]"))
+
+    assert task.status == TaskStatus.OVER_BUDGET
+    assert "would be exceeded" in task.error
+    assert task.result.startswith("Sorry, I cannot answer that properly.")
+    assert [(c.model.slug, c.status) for c in calls_of(task)] == [(FREE, "settled")]
+    assert steps(task)[-1] == ("candidate", STRONG, "abandoned")
+
+
+def test_a_candidate_whose_model_has_no_price_is_skipped_without_a_call(sandbox, models):
+    role = routed_role(
+        sandbox, models, "fallback", [("chain", LOCAL, "sandbox-a"), ("chain", CHEAP, "sandbox-b")]
+    )
+    models[LOCAL].prices.all().delete()
+
+    task = run(Task.objects.create(role=role, prompt="Hi"))
+
+    assert task.status == TaskStatus.DONE, task.error
+    assert [c.model.slug for c in calls_of(task)] == [CHEAP]
+    assert steps(task)[1] == ("candidate", LOCAL, "skipped")
+    assert "has no price in the catalog" in task.routing_decisions[1]["why"]
