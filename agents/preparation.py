@@ -192,7 +192,7 @@ def _pages(task: Task, record: Recorder) -> tuple[list[PageText], list[dict[str,
         try:
             page = page_fetch(url=url)
         except FetchError as exc:
-            notes.append(_note(url, included=False, note=f"Not included: {exc.message}."))
+            notes.append(_note(url, included=False, note=f"Skipped: {exc.message}."))
             continue
         try:
             if page.is_html:
@@ -202,7 +202,7 @@ def _pages(task: Task, record: Recorder) -> tuple[list[PageText], list[dict[str,
             else:
                 text = page.text.strip()
             if not text:
-                notes.append(_note(url, included=False, note="Not included: it has no text."))
+                notes.append(_note(url, included=False, note="Skipped: the page has no text."))
                 continue
             tokens = tokens_estimate(text)
             note = f"Included: {tokens:,} tokens of page text."
@@ -220,7 +220,7 @@ def _pages(task: Task, record: Recorder) -> tuple[list[PageText], list[dict[str,
                 _note(
                     url,
                     included=False,
-                    note=f"Not included: its text could not be extracted ({type(exc).__name__}).",
+                    note=f"Skipped: its text could not be extracted ({type(exc).__name__}).",
                 )
             )
             continue
@@ -273,7 +273,7 @@ def _pages_block(pages: list[PageText], notes: list[dict[str, Any]]) -> str:
         for number, page in enumerate(pages, start=1)
     ]
     parts += [
-        f"[Page not included: {note['url']}. {note['note'].removeprefix('Not included: ')}]"
+        f"[Page skipped: {note['url']}. {note['note'].removeprefix('Skipped: ')}]"
         for note in notes
         if not note["included"]
     ]
@@ -339,7 +339,7 @@ def helper_usage_record(*, task: Task, work: HelperWork, shadow_model: CatalogMo
     try:
         from billing.ledger import usage_record_helper  # type: ignore[attr-defined]
     except ImportError:
-        logger.info("helper %s for task %s not recorded (no ledger support)", work, task.pk)
+        logger.debug("helper %s for task %s not recorded (no ledger support)", work, task.pk)
         return
     usage_record_helper(
         task=task,

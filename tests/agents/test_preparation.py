@@ -188,8 +188,8 @@ def test_pages_that_cannot_be_read_are_left_out_and_the_task_says_why(
     assert "link-local" in notes[metadata]["note"]
     [message] = messages_of(task)
     # The role is told, so its answer can say what it could not read.
-    assert f"[Page not included: {binary}. " in message["content"]
-    assert f"[Page not included: {metadata}. " in message["content"]
+    assert f"[Page skipped: {binary}. " in message["content"]
+    assert f"[Page skipped: {metadata}. " in message["content"]
     assert message["content"].endswith("Summarise these.")
     assert task_execute(task_id=task.pk, worker_id=liveness.worker_id()) == TaskStatus.DONE
 
