@@ -41,6 +41,7 @@ from agents.routing import ComplexityReading, RouteError, complexity_of_prompt, 
 from agents.selectors import binding_for_role
 from agents.threads import History, history_prepare, summary_block
 from billing.estimation import tokens_estimate
+from billing.ledger import usage_record_helper
 from billing.models import CatalogModel
 from office.models import Task, TaskStatus, TaskTier
 from office.services import task_dispatch
@@ -336,11 +337,6 @@ def _recorder(task: Task, *, shadow_model: CatalogModel | None) -> Recorder:
 
 def helper_usage_record(*, task: Task, work: HelperWork, shadow_model: CatalogModel | None) -> None:
     """Write one helper operation to the ledger: cost 0, priced at `shadow_model`."""
-    try:
-        from billing.ledger import usage_record_helper  # type: ignore[attr-defined]
-    except ImportError:
-        logger.debug("helper %s for task %s not recorded (no ledger support)", work, task.pk)
-        return
     usage_record_helper(
         task=task,
         operation=work.operation,

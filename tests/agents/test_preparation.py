@@ -5,6 +5,7 @@ to execution, and the sweeper's care of a preparation whose worker died."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -19,6 +20,7 @@ from agents.services import credential_create
 from billing.catalog import catalog_parse, catalog_sync
 from billing.models import CatalogModel, Usage
 from office.models import Role, Task, TaskStatus
+from tests.factories import ModelPriceFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -78,6 +80,10 @@ def prepare(task: Task, django_capture_on_commit_callbacks) -> Task:  # type: ig
         task_prepare(task_id=task.pk, worker_id=liveness.worker_id())
     task.refresh_from_db()
     return task
+
+
+def provider_call(task: Task) -> Usage:
+    return Usage.objects.get(task=task, helper_operation="")
 
 
 def messages_of(task: Task) -> list[dict[str, str]]:
@@ -164,7 +170,7 @@ def test_the_role_reads_the_page_text_not_its_html(
         model=MODEL, system=SYSTEM, turns=(Turn(role="user", text=content),), max_tokens=100
     )
     assert task.result == answer_text(sent_prompt, digest=prompt_digest(sent_prompt))
-    [entry] = sandbox.requests(call_id=Usage.objects.get(task=task).call_id)
+    [entry] = sandbox.requests(call_id=provider_call(task).call_id)
     assert entry["input_tokens"] == count_input_tokens(sent_prompt)
 
 
@@ -229,14 +235,22 @@ def test_a_tiered_role_is_classified_once_by_the_helper_before_execution(
     binding = role.binding
     binding.policy = "tiered"
     binding.save()
-    for tier in ("low", "medium", "high"):
+    tiers = {"low": ModelPriceFactory().model, "medium": model, "high": ModelPriceFactory().model}
+    for tier, tier_model in tiers.items():
         RouteCandidate.objects.create(
-            binding=binding, slot=tier, model=model, credential=binding.credential
+            binding=binding, slot=tier, model=tier_model, credential=binding.credential
         )
     task = Task.objects.create(role=role, prompt="Translate 'good morning' into French.")
 
     task = prepare(task, django_capture_on_commit_callbacks)
     assert PreparedPrompt.objects.get(task=task).complexity["level"] == "low"
+    # The helper's work is priced at the model the route calls: the low tier's.
+    rows = Usage.objects.filter(task=task).exclude(helper_operation="")
+    assert sorted(rows.values_list("helper_operation", flat=True)) == [
+        "classify_complexity",
+        "title",
+    ]
+    assert {row.shadow_model for row in rows} == {tiers["low"]}
 
     def not_again(*, text: str) -> None:
         raise AssertionError("routing asked the classifier again")
@@ -247,6 +261,32 @@ def test_a_tiered_role_is_classified_once_by_the_helper_before_execution(
     [tier] = [d for d in task.routing_decisions if d["step"] == "tier"]
     assert tier["outcome"] == "low"
     assert tier["data"]["source"] == "classifier"
+
+
+def test_every_helper_operation_is_a_ledger_row_at_cost_0_priced_at_the_roles_model(
+    role, model, sandbox, sent, loopback_allowed, settings, django_capture_on_commit_callbacks
+):
+    settings.ROSTER_PAGE_MAX_TOKENS = 100
+    urls = [f"{sandbox.url}/_sandbox/pages/article", f"{sandbox.url}/_sandbox/pages/binary"]
+    task = Task.objects.create(role=role, prompt="What lives in tide pools?", urls=urls)
+
+    task = prepare(task, django_capture_on_commit_callbacks)
+
+    rows = list(Usage.objects.filter(task=task).order_by("id"))
+    assert [row.helper_operation for row in rows] == ["title", "extract_page", "summarize"]
+    for row in rows:
+        assert row.cost == 0
+        assert row.status == "settled"
+        assert row.helper_backend == "builtin"
+        assert row.shadow_model == model
+        assert row.input_tokens > 0
+        assert row.shadow_cost == (
+            row.input_tokens * Decimal("0.000000435") + row.output_tokens * Decimal("0.00000087")
+        )
+    # The task's paid totals are the provider calls' alone.
+    assert (task.cost, task.input_tokens, task.provider_calls) == (0, 0, 0)
+    # The page's HTML is what the extraction read.
+    assert rows[1].input_tokens > rows[1].output_tokens
 
 
 def test_a_preparation_that_raises_fails_the_task_with_a_reason(

@@ -260,7 +260,9 @@ def test_a_thread_run_turn_by_turn_records_its_re_read_tax_and_savings(
         assert task.history_tokens <= settings.ROSTER_THREAD_HISTORY_TOKENS
         messages = PreparedPrompt.objects.get(task=task).messages
         # What the provider was sent: system, the history, the prompt (4 tokens apiece).
-        [entry] = sandbox.requests(call_id=Usage.objects.get(task=task).call_id)
+        [entry] = sandbox.requests(
+            call_id=Usage.objects.get(task=task, helper_operation="").call_id
+        )
         history_sent = entry["input_tokens"] - (count_tokens("Keep notes.") + 4)
         history_sent -= count_tokens(task.prompt) + 4
         assert abs(history_sent - task.history_tokens) <= len(messages)  # rounding per message
@@ -276,6 +278,11 @@ def test_a_thread_run_turn_by_turn_records_its_re_read_tax_and_savings(
             .startswith(f"[Summary of turns 1-{task.history_summarized_turns} of this conversation")
         )
     assert ThreadSummary.objects.count() < len(compressed)  # reused, not rewritten each turn
+    # Each summary was computed once: one helper ledger row apiece, at cost 0.
+    compressions = Usage.objects.filter(helper_operation="compress_history")
+    assert compressions.count() == ThreadSummary.objects.count()
+    assert {row.cost for row in compressions} == {0}
+    assert all(row.shadow_cost > 0 for row in compressions)
 
 
 def test_history_is_empty_for_a_task_that_follows_nothing_up():
