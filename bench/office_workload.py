@@ -16,9 +16,12 @@ pages, through the real services: `task_submit`, the local helper's preparation
 in-process in the order the workers would run them.
 
 - **A, one premium model**: every role bound to `anthropic/claude-sonnet-4.5` (policy
-  single). No local helper in this office: the overhead the helper does (titles, page
-  text, history compression) is work the premium model would do, priced by the ledger's
-  own shadow price on it. A's bill = its paid calls + that shadow price.
+  single; `--premium SLUG` for another catalog model), and no local helper. The replay
+  runs the same preparation (so both configurations send the same prompts); what A pays
+  for the overhead it has no helper for is computed from the helper's ledger rows: the
+  premium model reads the raw pages and whole histories instead of the helper's text,
+  and writes the titles (the headline). The ledger's own shadow price of that work, and
+  A's paid calls alone (as if A had the helper for free), are printed beside it.
 - **B, Roster**: the demo office's per-role bindings and routing policies
   (agents/demo.py: tiered coder, escalating copywriter, cheap secretary, ...) with the
   local helper doing the overhead for free.
@@ -55,6 +58,9 @@ sys.path.insert(0, str(ROOT))
 
 from billing.money import EXACT, money_sum  # noqa: E402 (pure Decimal; needs no Django)
 
+# Config A's model (`--premium` picks another): a frontier model many offices default to,
+# priced between OpenAI's GPT-5 and Anthropic's Opus, and the demo coder's high tier, so
+# the hardest coding tasks run on it in both configurations.
 PREMIUM_MODEL = "anthropic/claude-sonnet-4.5"
 TARGET_REDUCTION = Decimal("0.85")
 TARGET_HELPER_SHARE = Decimal("0.20")
@@ -439,7 +445,7 @@ def child_run(*, config: str, database_url: str, args: argparse.Namespace, sandb
     urlopen(Request(f"{sandbox}/_sandbox/reset", method="POST"), timeout=10).close()
     command = [
         sys.executable, __file__, "--child", config, "--seed", str(args.seed),
-        "--sandbox", sandbox, "--pages", pages, "--out", str(out),
+        "--premium", args.premium, "--sandbox", sandbox, "--pages", pages, "--out", str(out),
     ]  # fmt: skip
     started = time.perf_counter()
     subprocess.run(command, cwd=ROOT, env=env, check=True)
@@ -475,7 +481,7 @@ def database_recreate() -> None:
     call_command("migrate", verbosity=0)
 
 
-def office_configure(*, config: str, sandbox: str) -> None:
+def office_configure(*, config: str, sandbox: str, premium_slug: str) -> None:
     """The demo office on the sandbox; for A, every role rebound to the premium model."""
     from django.contrib.auth import get_user_model
 
@@ -487,7 +493,7 @@ def office_configure(*, config: str, sandbox: str) -> None:
     for username in PEOPLE:
         get_user_model().objects.create(username=username)
     if config == "A":
-        premium = CatalogModel.objects.get(slug=PREMIUM_MODEL)
+        premium = CatalogModel.objects.get(slug=premium_slug)
         for binding in RoleBinding.objects.all():
             binding.candidates.all().delete()
             binding.model = premium
@@ -536,7 +542,7 @@ def week_replay(*, turns: list[Turn], pages: str) -> None:
                 raise SystemExit(f"task {task.pk} ({turn.role}) ended {status}: {error}")
 
 
-def measured() -> dict[str, Any]:
+def measured(*, premium_slug: str) -> dict[str, Any]:
     """The configuration's figures, from the billing reports (rollups), cross-checked."""
     from django.db.models import Count
 
@@ -569,7 +575,7 @@ def measured() -> dict[str, Any]:
         sums["shadow"].append(shadow)
     for sums in operations.values():
         sums["shadow_usd"] = decimal_text(money_sum(sums.pop("shadow")))
-    premium = price_current(model=CatalogModel.objects.get(slug=PREMIUM_MODEL))
+    premium = price_current(model=CatalogModel.objects.get(slug=premium_slug))
     assert premium is not None
     return {
         "tasks": dict(Task.objects.values_list("status").annotate(n=Count("id")).order_by()),
@@ -592,11 +598,11 @@ def child_main(args: argparse.Namespace) -> None:
     database_recreate()
     # One line per compressed thread is the worker's log, not the benchmark's output.
     logging.getLogger("agents").setLevel(logging.WARNING)
-    office_configure(config=args.child, sandbox=args.sandbox)
+    office_configure(config=args.child, sandbox=args.sandbox, premium_slug=args.premium)
     turns = reference_week(args.seed)
     started = time.perf_counter()
     week_replay(turns=turns, pages=args.pages)
-    result = measured() | {"replay_seconds": time.perf_counter() - started}
+    result = measured(premium_slug=args.premium) | {"replay_seconds": time.perf_counter() - started}
     Path(args.out).write_text(json.dumps(result))
 
 
@@ -654,7 +660,7 @@ class PremiumOffice:
         )
 
 
-def report(results: dict[str, dict[str, Any]]) -> bool:
+def report(results: dict[str, dict[str, Any]], *, premium_slug: str) -> bool:
     """Print both configurations and the comparison. Returns True when both targets pass."""
     b = results["B"]["totals"]
     premium = PremiumOffice.of(results["A"])
@@ -693,7 +699,7 @@ def report(results: dict[str, dict[str, Any]]) -> bool:
 
     headline = reduction(premium.reads)
     print(
-        f"\nA, one premium model ({PREMIUM_MODEL}), no local helper: ${premium.reads}\n"
+        f"\nA, one premium model ({premium_slug}), no local helper: ${premium.reads}\n"
         f"   = paid calls ${premium.paid} + the raw pages and whole histories it reads and "
         f"the titles it writes ${EXACT.subtract(premium.reads, premium.paid)}"
     )
@@ -718,6 +724,9 @@ def report(results: dict[str, dict[str, Any]]) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=2026, help="the reference week's seed")
+    parser.add_argument(
+        "--premium", default=PREMIUM_MODEL, help=f"config A's model (default {PREMIUM_MODEL})"
+    )
     parser.add_argument("--child", choices=("A", "B"), help=argparse.SUPPRESS)
     parser.add_argument("--sandbox", help=argparse.SUPPRESS)
     parser.add_argument("--pages", help=argparse.SUPPRESS)
@@ -745,7 +754,7 @@ def main() -> None:
             pages.stop()
             sandbox.terminate()
             sandbox.wait(timeout=10)
-    ok = report(results)
+    ok = report(results, premium_slug=args.premium)
     print(f"RESULT {'pass' if ok else 'FAIL'}")
 
 
