@@ -36,6 +36,7 @@ class CatalogModel(models.Model):
         max_length=20,
         choices=CatalogSource.choices,
         default=CatalogSource.OPENROUTER,
+        db_default=CatalogSource.OPENROUTER,
         help_text=(
             "A catalog sync adds prices to, and marks unavailable, only models from "
             "OpenRouter's catalog."
@@ -233,18 +234,22 @@ class Usage(models.Model):
     error = models.TextField(blank=True)
     provider_request_id = models.CharField(max_length=200, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
-    # Local helper operations only (blank or null on provider calls).
+    # Local helper operations only (blank or null on provider calls). Database defaults,
+    # so that SQL written before these columns (benchmarks' bulk fills) still inserts.
     helper_operation = models.CharField(
         max_length=30,
         choices=HelperOperation.choices,
         blank=True,
+        db_default="",
         help_text="The local helper's operation; blank for a provider call.",
     )
     helper_backend = models.CharField(
-        max_length=30, blank=True, help_text="builtin or openai_compatible."
+        max_length=30, blank=True, db_default="", help_text="builtin or openai_compatible."
     )
     helper_fallback_reason = models.TextField(
-        blank=True, help_text="Why the builtin backend answered instead of the local model."
+        blank=True,
+        db_default="",
+        help_text="Why the builtin backend answered instead of the local model.",
     )
     # The shadow price: the same tokens on the role's paid model, at the price version in
     # force then (copied, like a call's prices). No shadow model, or one without a price:
@@ -333,15 +338,20 @@ class UsageRollup(models.Model):
     cache_savings = money_field(
         default=Decimal("0"), help_text="Cached tokens x (input price - cache-read price)."
     )
-    # Local helper operations: never in the calls, tokens and cost above.
-    helper_calls = models.PositiveBigIntegerField(default=0, help_text="Helper operations.")
-    helper_unpriced_calls = models.PositiveBigIntegerField(
-        default=0, help_text="Helper operations whose shadow price is unknown."
+    # Local helper operations: never in the calls, tokens and cost above. Database
+    # defaults too, so that SQL written before them (benchmarks' bulk fills) still inserts.
+    helper_calls = models.PositiveBigIntegerField(
+        default=0, db_default=0, help_text="Helper operations."
     )
-    helper_input_tokens = models.PositiveBigIntegerField(default=0)
-    helper_output_tokens = models.PositiveBigIntegerField(default=0)
+    helper_unpriced_calls = models.PositiveBigIntegerField(
+        default=0, db_default=0, help_text="Helper operations whose shadow price is unknown."
+    )
+    helper_input_tokens = models.PositiveBigIntegerField(default=0, db_default=0)
+    helper_output_tokens = models.PositiveBigIntegerField(default=0, db_default=0)
     helper_savings = money_field(
-        default=Decimal("0"), help_text="Shadow cost of helper operations: what they saved."
+        default=Decimal("0"),
+        db_default=Decimal("0"),
+        help_text="Shadow cost of helper operations: what they saved.",
     )
 
     class Meta:
