@@ -3,7 +3,12 @@ the older ones into a summary that is computed once and reused by later turns.""
 
 from __future__ import annotations
 
+import re
+import runpy
+from pathlib import Path
+
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from agents import liveness, threads
 from agents.execution import task_execute
@@ -22,6 +27,7 @@ from tests.factories import RoleFactory, TaskFactory, UserFactory
 pytestmark = pytest.mark.django_db
 
 RATIO = 0.4
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def prompt_of(number: int) -> str:
@@ -287,3 +293,34 @@ def test_a_thread_run_turn_by_turn_records_its_re_read_tax_and_savings(
 
 def test_history_is_empty_for_a_task_that_follows_nothing_up():
     assert history_prepare(task=TaskFactory(), budget=10, ratio=RATIO) == History()
+
+
+# --- Settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ROSTER_THREAD_COMPRESSION_RATIO": "1"}, "must be a number between 0 and 1"),
+        ({"ROSTER_THREAD_COMPRESSION_RATIO": "half"}, "must be a number"),
+        ({"ROSTER_THREAD_HISTORY_TOKENS": "0"}, "ROSTER_THREAD_HISTORY_TOKENS must be"),
+        ({"ROSTER_TASK_MAX_URLS": "-2"}, "ROSTER_TASK_MAX_URLS must be a whole number > 0"),
+        ({"ROSTER_PAGE_MAX_TOKENS": "4k"}, "ROSTER_PAGE_MAX_TOKENS must be a whole number"),
+    ],
+)
+def test_bad_thread_and_page_settings_fail_loudly(monkeypatch, env, message) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ImproperlyConfigured, match=re.escape(message)):
+        runpy.run_path(str(ROOT / "office" / "settings.py"))
+
+
+def test_thread_settings_defaults_and_queues(monkeypatch) -> None:
+    namespace = runpy.run_path(str(ROOT / "office" / "settings.py"))
+
+    assert namespace["ROSTER_THREAD_HISTORY_TOKENS"] == 4000
+    assert namespace["ROSTER_THREAD_COMPRESSION_RATIO"] == 0.5
+    assert (namespace["ROSTER_TASK_MAX_URLS"], namespace["ROSTER_PAGE_MAX_TOKENS"]) == (5, 4000)
+    # Preparation goes to the helper queue; a worker without -Q consumes both queues.
+    assert namespace["CELERY_TASK_ROUTES"] == {"agents.tasks.prepare_task": {"queue": "helper"}}
+    assert [q.name for q in namespace["CELERY_TASK_QUEUES"]] == ["celery", "helper"]
