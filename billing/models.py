@@ -240,14 +240,20 @@ class Usage(models.Model):
         max_length=30,
         choices=HelperOperation.choices,
         blank=True,
+        default="",
         db_default="",
         help_text="The local helper's operation; blank for a provider call.",
     )
     helper_backend = models.CharField(
-        max_length=30, blank=True, db_default="", help_text="builtin or openai_compatible."
+        max_length=30,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="builtin or openai_compatible.",
     )
     helper_fallback_reason = models.TextField(
         blank=True,
+        default="",
         db_default="",
         help_text="Why the builtin backend answered instead of the local model.",
     )
@@ -366,7 +372,14 @@ class UsageRollup(models.Model):
                 name="usagerollup_unique_key",
             ),
         ]
-        indexes = [models.Index(fields=["day", "role"])]
+        indexes = [
+            models.Index(fields=["day", "role"]),
+            # The report sums the helper measures over the helper's rows only (a few per
+            # day and role), rather than over every row of the month.
+            models.Index(
+                fields=["day"], condition=Q(helper_calls__gt=0), name="usagerollup_helper_rows"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.day} {self.role_id} {self.model_id} {self.provider}"

@@ -136,6 +136,8 @@ class Spend:
 COUNT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Spend) if f.type == "int")
 MONEY_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Spend) if f.type == "Decimal")
 MEASURES: tuple[str, ...] = (*COUNT_FIELDS, *MONEY_FIELDS)
+HELPER_MEASURES: tuple[str, ...] = tuple(name for name in MEASURES if name.startswith("helper_"))
+PAID_MEASURES: tuple[str, ...] = tuple(name for name in MEASURES if name not in HELPER_MEASURES)
 SPEND_COLUMNS: tuple[str, ...] = (
     *COUNT_FIELDS,
     *(f"{name}_usd" for name in MONEY_FIELDS),
@@ -512,35 +514,64 @@ def _grouped_in_python(
 def _grouped_in_sql(
     *, start: date, end: date, dimensions: Sequence[Dimension]
 ) -> dict[Dimension, dict[Any, Spend]]:
-    """PostgreSQL: every dimension in one scan of the period's rollups (GROUPING SETS).
+    """PostgreSQL: every dimension in one scan of the period's rollups (GROUPING SETS),
+    and the helper measures in a second scan of the helper's rows only.
 
-    `numeric` sums are exact. GROUPING(col) is 0 in the rows grouped by that column,
-    which tells a NULL person ("no one") from a row not grouped by person.
+    Helper measures are zero on every provider call's row, so summing them there in every
+    grouping set would only add work to the report's one heavy query; the helper's rows
+    (`helper_calls > 0`) are a few per day and role. `numeric` sums are exact.
+    """
+    paid = _sums_in_sql(start=start, end=end, dimensions=dimensions, measures=PAID_MEASURES)
+    helper = _sums_in_sql(
+        start=start, end=end, dimensions=dimensions, measures=HELPER_MEASURES, helper_rows=True
+    )
+    return {
+        dimension: {
+            key: Spend(**paid[dimension].get(key, {}), **helper[dimension].get(key, {}))
+            for key in paid[dimension].keys() | helper[dimension].keys()
+        }
+        for dimension in dimensions
+    }
+
+
+def _sums_in_sql(
+    *,
+    start: date,
+    end: date,
+    dimensions: Sequence[Dimension],
+    measures: Sequence[str],
+    helper_rows: bool = False,
+) -> dict[Dimension, dict[Any, dict[str, Any]]]:
+    """The sums of `measures` per key of each dimension, from rollups of local days
+    [start, end) (only the helper's rows with `helper_rows`).
+
+    GROUPING(col) is 0 in the rows grouped by that column, which tells a NULL person
+    ("no one") from a row not grouped by person.
     """
     connection = connections[UsageRollup.objects.db]
     qn = connection.ops.quote_name
     columns = [qn(c) for c in _columns(dimensions)]
     flags = ", ".join(f"GROUPING({c})" for c in columns)
-    sums = ", ".join(f"SUM({qn(m)})" for m in MEASURES)
+    sums = ", ".join(f"SUM({qn(m)})" for m in measures)
     sets = ", ".join(f"({c})" for c in columns)
     table, day = qn(UsageRollup._meta.db_table), qn("day")
+    only = f"AND {qn('helper_calls')} > 0" if helper_rows else ""
     # Identifiers come from the model's metadata; the only values are parameters.
     sql = f"""
         SELECT {flags}, {", ".join(columns)}, {sums} FROM {table}
-        WHERE {day} >= %s AND {day} < %s GROUP BY GROUPING SETS ({sets})
+        WHERE {day} >= %s AND {day} < %s {only} GROUP BY GROUPING SETS ({sets})
     """  # noqa: S608
     width = len(dimensions)
-    counts = len(COUNT_FIELDS)
-    result: dict[Dimension, dict[Any, Spend]] = {d: {} for d in dimensions}
+    result: dict[Dimension, dict[Any, dict[str, Any]]] = {d: {} for d in dimensions}
     with connection.cursor() as cursor:
         cursor.execute(sql, [start, end])
         for row in cursor.fetchall():
             index = row[:width].index(0)
-            measures = row[2 * width :]
-            # SUM(bigint) is numeric in PostgreSQL: back to int for the counts.
-            result[dimensions[index]][row[width + index]] = Spend(
-                *(int(v) for v in measures[:counts]), *measures[counts:]
-            )
+            result[dimensions[index]][row[width + index]] = {
+                # SUM(bigint) is numeric in PostgreSQL: back to int for the counts.
+                name: int(value) if name in COUNT_FIELDS else value
+                for name, value in zip(measures, row[2 * width :], strict=True)
+            }
     return result
 
 

@@ -24,17 +24,17 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='usage',
             name='helper_backend',
-            field=models.CharField(blank=True, db_default='', help_text='builtin or openai_compatible.', max_length=30),
+            field=models.CharField(blank=True, db_default='', default='', help_text='builtin or openai_compatible.', max_length=30),
         ),
         migrations.AddField(
             model_name='usage',
             name='helper_fallback_reason',
-            field=models.TextField(blank=True, db_default='', help_text='Why the builtin backend answered instead of the local model.'),
+            field=models.TextField(blank=True, db_default='', default='', help_text='Why the builtin backend answered instead of the local model.'),
         ),
         migrations.AddField(
             model_name='usage',
             name='helper_operation',
-            field=models.CharField(blank=True, choices=[('title', 'Title'), ('summarize', 'Summary'), ('compress_history', 'History compression'), ('extract_page', 'Page extraction'), ('classify_complexity', 'Complexity estimate')], db_default='', help_text="The local helper's operation; blank for a provider call.", max_length=30),
+            field=models.CharField(blank=True, choices=[('title', 'Title'), ('summarize', 'Summary'), ('compress_history', 'History compression'), ('extract_page', 'Page extraction'), ('classify_complexity', 'Complexity estimate')], db_default='', default='', help_text="The local helper's operation; blank for a provider call.", max_length=30),
         ),
         migrations.AddField(
             model_name='usage',

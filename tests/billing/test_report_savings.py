@@ -15,11 +15,14 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
+from billing import reports
 from billing.helper_ledger import LOCAL_HELPER_SLUG
 from billing.ledger import CallTarget, usage_open, usage_record_helper, usage_settle
+from billing.models import UsageRollup
 from billing.pricing import TokenUsage
 from billing.reports import (
     Savings,
@@ -137,6 +140,23 @@ def test_helper_rows_count_no_task_and_no_spend(ledger) -> None:
     by_model = spend_report(start=JUNE[0], end=JUNE[1]).by_model
     helper = next(row for row in by_model if row.key == LOCAL_HELPER_SLUG)
     assert (helper.spend.calls, helper.spend.cost, helper.spend.helper_calls) == (0, 0, 4)
+
+
+def test_sql_and_python_aggregation_agree_with_helper_rows(ledger) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("The SQL path runs on PostgreSQL only (SQLite keeps money as text).")
+    rows = (
+        UsageRollup.objects.filter(day__gte=JUNE[0], day__lt=JUNE[1])
+        .order_by()
+        .values_list(*(reports._GROUP_COLUMNS[d] for d in reports.DIMENSIONS), *reports.MEASURES)
+    )
+    in_python = reports._grouped_in_python(rows, reports.DIMENSIONS)
+    in_sql = reports._grouped_in_sql(start=JUNE[0], end=JUNE[1], dimensions=reports.DIMENSIONS)
+
+    assert in_sql == in_python
+    _, writer = ledger
+    assert in_sql["role"][writer.pk].helper_calls == 2
+    assert in_sql["role"][writer.pk].calls == 1
 
 
 # --- the page, the CSV and the command ------------------------------------------------------
