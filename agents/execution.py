@@ -323,6 +323,7 @@ def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check:
         messages=(ChatMessage(role="user", content=task.prompt),),
         max_tokens=max_tokens,
         system=system,
+        timeout=candidate.timeout,
     )
     return CallPlan(
         target=CallTarget(
