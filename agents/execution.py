@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -55,6 +56,7 @@ from agents.routing import (
 )
 from agents.secrets import SecretError, secret_decrypt
 from agents.selectors import binding_for_role
+from agents.workflows import spec_execute_start, workflow_step_finished
 from billing.budgets import BudgetExceeded
 from billing.estimation import prompt_tokens_bound, prompt_tokens_estimate
 from billing.ledger import (
@@ -66,7 +68,7 @@ from billing.ledger import (
     usage_settle,
 )
 from billing.models import BudgetAction, Usage
-from office.models import Task, TaskStatus
+from office.models import Task, TaskKind, TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -142,16 +144,23 @@ def task_execute(*, task_id: int, worker_id: str) -> str:
     Safe to call twice for the same task: only the caller whose conditional update moves
     the task from queued to running does any work.
     """
-    claimed = Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED).update(
-        status=TaskStatus.RUNNING,
-        claimed_by=worker_id,
-        started_at=timezone.now(),
-        executions=F("executions") + 1,
+    claimed = (
+        Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED)
+        .exclude(kind=TaskKind.SPEC_EXECUTE)
+        .update(
+            status=TaskStatus.RUNNING,
+            claimed_by=worker_id,
+            started_at=timezone.now(),
+            executions=F("executions") + 1,
+        )
     )
     if claimed != 1:
-        status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first()
+        found = Task.objects.filter(pk=task_id).values_list("status", "kind").first()
+        status, kind = found or ("missing", "")
+        if kind == TaskKind.SPEC_EXECUTE:  # no call of its own: its steps make them
+            return spec_execute_start(task_id=task_id)
         logger.info("task %s not claimed (status %s): nothing to do", task_id, status)
-        return status or "missing"
+        return status
 
     task = Task.objects.select_related("role").get(pk=task_id)
     # Calls a dead worker left pending stay in the ledger, priced as estimates.
@@ -323,6 +332,7 @@ def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check:
         messages=(ChatMessage(role="user", content=task.prompt),),
         max_tokens=max_tokens,
         system=system,
+        prefix=task.prefix,
         timeout=candidate.timeout,
     )
     return CallPlan(
@@ -341,7 +351,7 @@ def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check:
 def _call_candidate(run: _Run, plan: CallPlan, *, attempts: int) -> _Answer | _Failure | _Refused:
     """Call one candidate until it answers, fails permanently, runs out of attempts or a
     budget refuses. Every call is a ledger row; failed ones are closed at cost 0."""
-    prompt_texts = (plan.request.system, run.task.prompt)
+    prompt_texts = (plan.request.system, plan.request.prefix, run.task.prompt)
     tries = 0
     while True:
         tries += 1
@@ -394,7 +404,11 @@ def _settle(answer: _Answer) -> None:
         usage=answer.usage,
         token_usage=answer.result.usage,
         reported_cost=answer.result.reported_cost,
-        prompt_texts=(answer.plan.request.system, answer.plan.request.messages[-1].content),
+        prompt_texts=(
+            answer.plan.request.system,
+            answer.plan.request.prefix,
+            answer.plan.request.messages[-1].content,
+        ),
         output_text=answer.result.text,
         provider_request_id=answer.result.provider_request_id,
         latency_ms=answer.latency_ms,
@@ -526,16 +540,20 @@ def _finish(
 ) -> str:
     """Record the task's outcome and routing decisions if this worker still holds it.
     Returns the status."""
-    updated = Task.objects.filter(
-        pk=task.pk, status=TaskStatus.RUNNING, claimed_by=worker_id
-    ).update(
-        status=status,
-        result=result,
-        error=error[:4000],
-        model_label=model_label or F("model_label"),
-        routing_decisions=decisions,
-        finished_at=timezone.now(),
-    )
+    # A workflow's step advances its workflow in the transaction recording its outcome.
+    with transaction.atomic() if task.parent_id is not None else nullcontext():
+        updated = Task.objects.filter(
+            pk=task.pk, status=TaskStatus.RUNNING, claimed_by=worker_id
+        ).update(
+            status=status,
+            result=result,
+            error=error[:4000],
+            model_label=model_label or F("model_label"),
+            routing_decisions=decisions,
+            finished_at=timezone.now(),
+        )
+        if updated == 1 and task.parent_id is not None:
+            workflow_step_finished(step_id=task.pk)
     if updated != 1:
         # The sweeper gave the task to another worker meanwhile; the call stays billed.
         logger.warning("task %s was taken over while running here; outcome not saved", task.pk)

@@ -26,8 +26,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import WorkerHeartbeat
+from agents.workflows import workflow_step_finished
 from billing.ledger import usage_close_abandoned
-from office.models import Task, TaskStatus
+from office.models import Task, TaskKind, TaskStatus
 from office.services import task_dispatch
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,10 @@ def tasks_sweep_stale(*, now: datetime | None = None) -> SweepReport:
         (task_id, claimed_by, executions)
         for task_id, claimed_by, executions in Task.objects.filter(
             status=TaskStatus.RUNNING, started_at__lt=stale_before
-        ).values_list("pk", "claimed_by", "executions")
+        )
+        # A running spec-then-execute task has no worker: its steps have (agents.workflows).
+        .exclude(kind=TaskKind.SPEC_EXECUTE)
+        .values_list("pk", "claimed_by", "executions")
         if _orphaned(task_id, live.get(claimed_by))
     ]
 
@@ -152,6 +156,7 @@ def tasks_sweep_stale(*, now: datetime | None = None) -> SweepReport:
                     error=(f"The worker running this task stopped {executions} times; giving up."),
                 ):
                     usage_close_abandoned(task_id=task_id)
+                    workflow_step_finished(step_id=task_id)
                     failed.append(task_id)
             continue
         if _release(task_id, claimed_by, status=TaskStatus.QUEUED, now=now):

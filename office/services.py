@@ -13,7 +13,7 @@ from django.utils.module_loading import import_string
 
 from office.celery import app as celery_app
 from office.errors import TaskRejected
-from office.models import ApiToken, Role, Task, TaskStatus, TaskTier
+from office.models import SUBMITTABLE_KINDS, ApiToken, Role, Task, TaskKind, TaskStatus, TaskTier
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +30,22 @@ def task_submit(
     title: str = "",
     max_tokens: int | None = None,
     tier_hint: str = "",
+    kind: str = TaskKind.TASK,
+    strategy_role: Role | str | None = None,
 ) -> Task:
     """Validate and save a queued task, and dispatch it once the transaction commits.
 
     `tier_hint` ("low", "medium", "high" or "") tells a tiered role how hard the task is,
-    instead of its classifier. Returns the saved Task. Raises TaskRejected with a `field`
-    and a readable message for an unknown or inactive role, a role that cannot run (no
-    model bound), an empty or oversized prompt, a max_tokens outside
-    1..ROSTER_MAX_TOKENS_LIMIT, or an unknown tier hint.
+    instead of its classifier. `kind` "spec_execute" makes a spec-then-execute task:
+    `strategy_role` writes an implementation spec, then `role` carries it out (each a
+    step of its own, billed apart; agents.workflows). Returns the saved Task. Raises
+    TaskRejected with a `field` and a readable message for an unknown or inactive role,
+    a role that cannot run (no model bound), an empty or oversized prompt, a max_tokens
+    outside 1..ROSTER_MAX_TOKENS_LIMIT, an unknown tier hint or kind, or a strategy role
+    missing (spec_execute) or given for another kind.
     """
     role_obj = _role_for(role)
+    strategy = _strategy_role_for(kind=kind, strategy_role=strategy_role)
     prompt = (prompt or "").strip()
     if not prompt:
         raise TaskRejected("The prompt is empty.", code="prompt_empty", field="prompt")
@@ -63,8 +69,9 @@ def task_submit(
             code="tier_hint_invalid",
             field="tier_hint",
         )
-    for check_path in settings.ROSTER_TASK_SUBMIT_CHECKS:
-        import_string(check_path)(role=role_obj)
+    _check_runnable(role_obj, field="role")
+    if strategy is not None:
+        _check_runnable(strategy, field="strategy_role")
 
     with transaction.atomic():
         task = Task.objects.create(
@@ -74,23 +81,60 @@ def task_submit(
             max_tokens=max_tokens,
             tier_hint=tier_hint,
             created_by=created_by,
+            kind=kind,
+            strategy_role=strategy,
         )
         transaction.on_commit(lambda: task_dispatch(task_id=task.pk))
     return task
 
 
-def _role_for(role: Role | str) -> Role:
+def _role_for(role: Role | str, *, field: str = "role") -> Role:
     if isinstance(role, Role):
         role_obj = role
     else:
         role_obj = Role.objects.filter(slug=role).first()
         if role_obj is None:
-            raise TaskRejected(f"There is no role {role!r}.", code="role_unknown", field="role")
+            raise TaskRejected(f"There is no role {role!r}.", code="role_unknown", field=field)
     if not role_obj.is_active:
         raise TaskRejected(
-            f"The role {role_obj.slug!r} is inactive.", code="role_inactive", field="role"
+            f"The role {role_obj.slug!r} is inactive.", code="role_inactive", field=field
         )
     return role_obj
+
+
+def _strategy_role_for(*, kind: str, strategy_role: Role | str | None) -> Role | None:
+    """The strategy role of a task of this kind (None for a plain task)."""
+    if kind not in SUBMITTABLE_KINDS:
+        kinds = ", ".join(str(k) for k in SUBMITTABLE_KINDS)
+        raise TaskRejected(
+            f"The kind {kind!r} is not one of {kinds}.", code="kind_invalid", field="kind"
+        )
+    if kind != TaskKind.SPEC_EXECUTE:
+        if strategy_role:
+            raise TaskRejected(
+                "Only a spec-then-execute task (kind spec_execute) has a strategy role.",
+                code="strategy_role_unexpected",
+                field="strategy_role",
+            )
+        return None
+    if not strategy_role:
+        raise TaskRejected(
+            "A spec-then-execute task needs a strategy role, the role that writes the spec.",
+            code="strategy_role_missing",
+            field="strategy_role",
+        )
+    return _role_for(strategy_role, field="strategy_role")
+
+
+def _check_runnable(role: Role, *, field: str) -> None:
+    """Run ROSTER_TASK_SUBMIT_CHECKS on a role; their refusals name `field`."""
+    for check_path in settings.ROSTER_TASK_SUBMIT_CHECKS:
+        try:
+            import_string(check_path)(role=role)
+        except TaskRejected as exc:
+            if exc.field == "role":
+                exc.field = field
+            raise
 
 
 def api_token_create(
