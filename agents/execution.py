@@ -36,7 +36,7 @@ from agents.escalation import (
     answer_read,
     rules_ask_self_assessment,
 )
-from agents.models import RoleBinding, RoutingPolicy
+from agents.models import Credential, RoleBinding, RoutingPolicy
 from agents.providers.base import (
     ChatMessage,
     ChatRequest,
@@ -45,6 +45,17 @@ from agents.providers.base import (
     ProviderError,
 )
 from agents.providers.registry import adapter_for, default_base_url, upstream_model_name
+from agents.rate_gate import (
+    RateGrant,
+    RateWait,
+    rate_slot_for_call,
+    rate_tokens_settle,
+    rate_wait_decision,
+    task_requeue_rate_limited,
+    tokens_after_failure,
+    tokens_used,
+)
+from agents.ratelimit import RateLimitError
 from agents.redaction import redact
 from agents.routing import (
     Candidate,
@@ -85,6 +96,7 @@ class CallPlan:
     target: CallTarget
     endpoint: Endpoint
     request: ChatRequest
+    credential: Credential
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,7 @@ class _Answer:
     usage: Usage
     result: ChatResult
     latency_ms: int
+    grant: RateGrant
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,13 @@ class _Refused:
     """A candidate's call refused by a hard budget before it left."""
 
     exc: BudgetExceeded
+
+
+@dataclass(frozen=True)
+class _RateLimited:
+    """A candidate's call held back by its credential's rate limit: the task waits."""
+
+    wait: RateWait
 
 
 @dataclass
@@ -204,6 +224,8 @@ def _walk(run: _Run, route: Route) -> str:
             _candidate_gave_up(run, walk, candidate, str(exc), more=more, outcome="skipped")
             continue
         outcome = _call_candidate(run, plan, attempts=candidate.attempts)
+        if isinstance(outcome, _RateLimited):
+            return _rate_limited(run, candidate, outcome.wait)
         if isinstance(outcome, _Refused):
             return _budget_refused(run, outcome.exc, candidate, rest=candidates[index + 1 :])
         if isinstance(outcome, _Failure):
@@ -232,6 +254,7 @@ def _walk(run: _Run, route: Route) -> str:
                 with transaction.atomic():
                     _settle(outcome)
                     _record(run)
+                rate_tokens_settle(outcome.grant, used=tokens_used(outcome.result.usage))
                 continue
             text = reading.text
         run.decide(_about(candidate, "answered", _answered_why(candidate, index, route)))
@@ -240,12 +263,14 @@ def _walk(run: _Run, route: Route) -> str:
                 run.decide(_about(rest, "skipped", "Not needed: the cheap answer passed."))
         with transaction.atomic():
             _settle(outcome)
-            return _end(
+            status = _end(
                 run,
                 status=TaskStatus.DONE,
                 result=text,
                 model_label=_model_label(run, candidate, index, route),
             )
+        rate_tokens_settle(outcome.grant, used=tokens_used(outcome.result.usage))
+        return status
     return _end(run, status=TaskStatus.FAILED, error=_exhausted(run, walk), result=run.held_text)
 
 
@@ -336,6 +361,7 @@ def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check:
         timeout=candidate.timeout,
     )
     return CallPlan(
+        credential=credential,
         target=CallTarget(
             model=candidate.model,
             provider=credential.provider,
@@ -348,13 +374,28 @@ def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check:
     )
 
 
-def _call_candidate(run: _Run, plan: CallPlan, *, attempts: int) -> _Answer | _Failure | _Refused:
-    """Call one candidate until it answers, fails permanently, runs out of attempts or a
-    budget refuses. Every call is a ledger row; failed ones are closed at cost 0."""
+def _call_candidate(
+    run: _Run, plan: CallPlan, *, attempts: int
+) -> _Answer | _Failure | _Refused | _RateLimited:
+    """Call one candidate until it answers, fails permanently, runs out of attempts, a
+    budget refuses or its rate limit holds it back. Every call is a ledger row; failed
+    ones are closed at cost 0."""
     prompt_texts = (plan.request.system, plan.request.prefix, run.task.prompt)
     tries = 0
     while True:
         tries += 1
+        try:
+            gate = rate_slot_for_call(
+                credential=plan.credential,
+                tokens=prompt_tokens_estimate(*prompt_texts) + plan.request.max_tokens,
+                # A requeued task starts its route over and would pay again for an
+                # escalation's rejected cheap answer: wait for the slot here instead.
+                in_thread=bool(run.held_text),
+            )
+        except RateLimitError as exc:  # the call can never fit this credential's limit
+            return _Failure(exc.message, outcome="skipped")
+        if isinstance(gate, RateWait):
+            return _RateLimited(gate)
         run.attempts_made += 1
         try:
             usage = usage_open(
@@ -367,9 +408,11 @@ def _call_candidate(run: _Run, plan: CallPlan, *, attempts: int) -> _Answer | _F
             )
         except BudgetExceeded as exc:
             run.attempts_made -= 1  # no call was made
+            rate_tokens_settle(gate, used=0)
             return _Refused(exc)
         except LedgerError as exc:
             run.attempts_made -= 1
+            rate_tokens_settle(gate, used=0)
             return _Failure(str(exc), outcome="skipped")
         request = replace(plan.request, call_id=usage.call_id)
         started = time.monotonic()
@@ -383,6 +426,7 @@ def _call_candidate(run: _Run, plan: CallPlan, *, attempts: int) -> _Answer | _F
             usage_fail(
                 usage=usage, error=message, http_status=exc.status_code, latency_ms=latency_ms
             )
+            rate_tokens_settle(gate, used=tokens_after_failure(exc))
             wait = _retry_wait(exc, attempt=tries)
             if exc.permanent or tries >= attempts or wait is None:
                 return _Failure(message if exc.permanent else _gave_up(message, tries, exc, wait))
@@ -396,7 +440,28 @@ def _call_candidate(run: _Run, plan: CallPlan, *, attempts: int) -> _Answer | _F
             time.sleep(wait)
             continue
         latency_ms = int((time.monotonic() - started) * 1000)
-        return _Answer(plan=plan, usage=usage, result=result, latency_ms=latency_ms)
+        return _Answer(plan=plan, usage=usage, result=result, latency_ms=latency_ms, grant=gate)
+
+
+def _rate_limited(run: _Run, candidate: Candidate, wait: RateWait) -> str:
+    """Record why the task waits and put it back in the queue until its slot frees.
+    Returns the task's status (queued)."""
+    run.decide(
+        rate_wait_decision(
+            wait,
+            model=candidate.model.slug,
+            slot=candidate.slot,
+            credential=candidate.credential.label,
+        )
+    )
+    if not task_requeue_rate_limited(
+        task_id=run.task.pk,
+        worker_id=run.worker_id,
+        decisions=run.decisions,
+        countdown=wait.countdown,
+    ):
+        logger.warning("task %s was taken over while running here; not requeued", run.task.pk)
+    return TaskStatus.QUEUED
 
 
 def _settle(answer: _Answer) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -152,15 +152,19 @@ def api_token_create(
     return token, raw
 
 
-def task_dispatch(*, task_id: int) -> bool:
+def task_dispatch(*, task_id: int, countdown: float | None = None) -> bool:
     """Send the task to the workers and stamp when. Returns False if the broker refused.
 
-    A refusal is logged, not raised: the task is saved and queued, and the sweeper
-    dispatches it again (ROSTER_REDISPATCH_AFTER), so nothing is lost.
+    With `countdown` (seconds) a worker starts it no earlier than that (a task waiting for
+    a rate limit slot); it is stamped as dispatched when it is due, so the sweeper does
+    not take it for lost meanwhile. A refusal is logged, not raised: the task is saved
+    and queued, and the sweeper dispatches it again (ROSTER_REDISPATCH_AFTER), so nothing
+    is lost.
     """
-    Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED).update(dispatched_at=timezone.now())
+    due = timezone.now() + timedelta(seconds=countdown or 0)
+    Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED).update(dispatched_at=due)
     try:
-        celery_app.send_task(EXECUTE_TASK, args=[task_id])
+        celery_app.send_task(EXECUTE_TASK, args=[task_id], countdown=countdown)
     except Exception:
         logger.exception("could not dispatch task %s; the sweeper will retry", task_id)
         return False
