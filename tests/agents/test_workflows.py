@@ -360,3 +360,18 @@ def test_the_web_form_asks_for_the_strategy_role_of_a_spec_then_execute_task(
     assert response.status_code == 200
     assert "needs a strategy role" in response.content.decode()
     assert not Task.objects.exists()
+
+
+def test_the_admin_shows_a_steps_workflow_read_only(client, roles, admin_user):
+    client.force_login(admin_user)
+    parent = submit(roles)
+    execute(parent.pk)
+    spec = step_of(parent, TaskKind.SPEC)
+
+    page = client.get(reverse("admin:office_task_change", args=[spec.pk])).content.decode()
+
+    assert "Spec then execute" in page
+    assert "Spec step" in page
+    assert "# Task title" in page  # the template it was sent, as its prefix
+    listing = client.get(reverse("admin:office_task_changelist"), {"kind": "spec_execute"})
+    assert listing.status_code == 200
