@@ -36,8 +36,8 @@ from agents.escalation import (
     rules_ask_self_assessment,
 )
 from agents.models import RoleBinding, RoutingPolicy
+from agents.preparation import prepared_classifier, prompt_messages
 from agents.providers.base import (
-    ChatMessage,
     ChatRequest,
     ChatResult,
     Endpoint,
@@ -172,7 +172,8 @@ def task_execute(*, task_id: int, worker_id: str) -> str:
         )
     run = _Run(task=task, worker_id=worker_id, binding=binding, decisions=decisions)
     try:
-        route = route_plan(task=task, binding=binding)
+        # The helper's complexity reading, if preparation made one (tiered roles).
+        route = route_plan(task=task, binding=binding, classify=prepared_classifier(task=task))
     except RouteError as exc:
         run.decide(Decision(step="route", outcome="refused", why=str(exc)))
         return _end(run, status=TaskStatus.FAILED, error=str(exc))
@@ -320,7 +321,9 @@ def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check:
         system = f"{system}\n\n{SELF_CHECK_INSTRUCTION}" if system else SELF_CHECK_INSTRUCTION
     request = ChatRequest(
         model=upstream,
-        messages=(ChatMessage(role="user", content=task.prompt),),
+        # The thread's history, the pages' text and the prompt, as preparation assembled
+        # them (agents.preparation).
+        messages=prompt_messages(task=task),
         max_tokens=max_tokens,
         system=system,
     )
@@ -340,7 +343,7 @@ def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check:
 def _call_candidate(run: _Run, plan: CallPlan, *, attempts: int) -> _Answer | _Failure | _Refused:
     """Call one candidate until it answers, fails permanently, runs out of attempts or a
     budget refuses. Every call is a ledger row; failed ones are closed at cost 0."""
-    prompt_texts = (plan.request.system, run.task.prompt)
+    prompt_texts = _prompt_texts(plan.request)
     tries = 0
     while True:
         tries += 1
@@ -393,11 +396,16 @@ def _settle(answer: _Answer) -> None:
         usage=answer.usage,
         token_usage=answer.result.usage,
         reported_cost=answer.result.reported_cost,
-        prompt_texts=(answer.plan.request.system, answer.plan.request.messages[-1].content),
+        prompt_texts=_prompt_texts(answer.plan.request),
         output_text=answer.result.text,
         provider_request_id=answer.result.provider_request_id,
         latency_ms=answer.latency_ms,
     )
+
+
+def _prompt_texts(request: ChatRequest) -> tuple[str, ...]:
+    """Every text of the request: what budget estimates and reservations count."""
+    return (request.system, *(message.content for message in request.messages))
 
 
 def _check_decision(

@@ -4,6 +4,9 @@ Rows are append-only: a call is written `pending` (committed) before the request
 then moved exactly once to `settled`, `failed` or `estimated` with a guarded update, so
 a replayed settlement can never bill a call twice. The task's totals move in the same
 transaction as the row.
+
+Local helper operations are ledger rows too, written settled at cost 0 with their shadow
+price: `usage_record_helper`, from billing.helper_ledger, re-exported here.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from billing.budgets import (
     worst_case_cost,
 )
 from billing.estimation import prompt_tokens_estimate, tokens_estimate
+from billing.helper_ledger import usage_record_helper as usage_record_helper
 from billing.models import CatalogModel, PricingBasis, Usage, UsageStatus
 from billing.money import ZERO, money_sum
 from billing.pricing import TokenUsage, cost_of, resolve_prices

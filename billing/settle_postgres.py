@@ -3,7 +3,7 @@
 Closing a ledger row moves four things: the row, its task's totals, its rollup and the
 budget counters it reserved against. The portable path (billing.ledger) does that with
 about ten ORM queries; on PostgreSQL, where numeric arithmetic in SQL is exact, the
-function `billing_usage_settle` (migration billing 0005) does it in one statement, and
+function `billing_usage_settle` (migrations billing 0005, 0007) does it in one statement, and
 the budget periods' new totals come back for the threshold check. Everything depends on
 the ledger row's guarded update (`status = 'pending'`): a row closed before changes
 nothing anywhere.

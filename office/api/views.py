@@ -38,6 +38,8 @@ class TaskCreateApi(APIView):
             title=data.get("title", ""),
             max_tokens=data.get("max_tokens"),
             tier_hint=data.get("tier_hint", ""),
+            urls=data.get("urls", ()),
+            follow_up_of=data.get("follow_up_of"),
             created_by=request.user,
         )
         output = self.OutputSerializer(task, context={"request": request})

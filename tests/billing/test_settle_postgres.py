@@ -27,7 +27,8 @@ pytestmark = [
     ),
 ]
 
-migration = importlib.import_module("billing.migrations.0005_settle_function")
+# The latest migration that (re)creates billing_usage_settle.
+migration = importlib.import_module("billing.migrations.0007_settle_function_helper_measures")
 
 
 def test_the_function_writes_the_columns_the_ledger_settles_and_every_rollup_measure():
@@ -42,6 +43,10 @@ def test_the_function_writes_the_columns_the_ledger_settles_and_every_rollup_mea
         "provider", "credential_id", "credential_label", "upstream_model", "attempt",
         "estimated_input_tokens", "max_output_tokens", "reserved", "budget_periods",
         "created_at",
+        # Local helper rows are written settled at once (billing.helper_ledger), never
+        # settled by the function.
+        "helper_operation", "helper_backend", "helper_fallback_reason", "shadow_model_id",
+        "shadow_price_id", "shadow_price_prompt", "shadow_price_completion", "shadow_cost",
     }  # fmt: skip
     assert usage_columns - set(SETTLED_COLUMNS) == opened_only
 
@@ -72,6 +77,7 @@ def test_settling_outside_a_transaction_commits_row_task_rollup_and_counters_at_
     assert reserved > cost
     rollup = UsageRollup.objects.get()
     assert (rollup.tasks, rollup.calls, rollup.cost) == (1, 1, cost)
+    assert (rollup.helper_calls, rollup.helper_savings) == (0, Decimal(0))
     # The session's own setting is untouched: only the settlement skipped the WAL flush.
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
