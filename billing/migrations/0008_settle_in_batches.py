@@ -2,7 +2,7 @@
 
 A threads-pool worker settles many calls at once. `billing_usage_settle_many` closes a
 batch of them with one call: each row, its task and its rollup through
-`billing_usage_settle` (migration 0005, called without budget counters), then each
+`billing_usage_settle` (migrations 0005 and 0007, called without budget counters), then each
 budget counter once with the batch's sums. One statement and one commit stand for many
 settlements, and the counters every settlement of the office shares are locked once per
 batch. Rows are closed in rollup-key order and counters locked in id order afterwards,
@@ -84,6 +84,6 @@ def drop(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("billing", "0005_settle_function")]
+    dependencies = [("billing", "0007_settle_function_helper_measures")]
 
     operations = [migrations.RunPython(create, drop)]
