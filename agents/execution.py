@@ -37,8 +37,8 @@ from agents.escalation import (
     rules_ask_self_assessment,
 )
 from agents.models import Credential, RoleBinding, RoutingPolicy
+from agents.preparation import prepared_classifier, prompt_messages
 from agents.providers.base import (
-    ChatMessage,
     ChatRequest,
     ChatResult,
     Endpoint,
@@ -201,7 +201,8 @@ def task_execute(*, task_id: int, worker_id: str) -> str:
         )
     run = _Run(task=task, worker_id=worker_id, binding=binding, decisions=decisions)
     try:
-        route = route_plan(task=task, binding=binding)
+        # The helper's complexity reading, if preparation made one (tiered roles).
+        route = route_plan(task=task, binding=binding, classify=prepared_classifier(task=task))
     except RouteError as exc:
         run.decide(Decision(step="route", outcome="refused", why=str(exc)))
         return _end(run, status=TaskStatus.FAILED, error=str(exc))
@@ -354,7 +355,9 @@ def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check:
         system = f"{system}\n\n{SELF_CHECK_INSTRUCTION}" if system else SELF_CHECK_INSTRUCTION
     request = ChatRequest(
         model=upstream,
-        messages=(ChatMessage(role="user", content=task.prompt),),
+        # The thread's history, the pages' text and the prompt, as preparation assembled
+        # them (agents.preparation).
+        messages=prompt_messages(task=task),
         max_tokens=max_tokens,
         system=system,
         prefix=task.prefix,
@@ -380,7 +383,7 @@ def _call_candidate(
     """Call one candidate until it answers, fails permanently, runs out of attempts, a
     budget refuses or its rate limit holds it back. Every call is a ledger row; failed
     ones are closed at cost 0."""
-    prompt_texts = (plan.request.system, plan.request.prefix, run.task.prompt)
+    prompt_texts = _prompt_texts(plan.request)
     tries = 0
     while True:
         tries += 1
@@ -469,15 +472,16 @@ def _settle(answer: _Answer) -> None:
         usage=answer.usage,
         token_usage=answer.result.usage,
         reported_cost=answer.result.reported_cost,
-        prompt_texts=(
-            answer.plan.request.system,
-            answer.plan.request.prefix,
-            answer.plan.request.messages[-1].content,
-        ),
+        prompt_texts=_prompt_texts(answer.plan.request),
         output_text=answer.result.text,
         provider_request_id=answer.result.provider_request_id,
         latency_ms=answer.latency_ms,
     )
+
+
+def _prompt_texts(request: ChatRequest) -> tuple[str, ...]:
+    """Every text of the request: what budget estimates and reservations count."""
+    return (request.system, request.prefix, *(message.content for message in request.messages))
 
 
 def _check_decision(

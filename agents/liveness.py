@@ -3,9 +3,10 @@
 Why a sweeper: with the embedded (SQLite) broker a message taken by a worker that dies is
 never redelivered, and with Redis it is redelivered only after the visibility timeout,
 which must exceed the longest task. So each worker process writes a heartbeat, and the
-sweeper (beat, every ROSTER_SWEEP_INTERVAL) requeues running tasks whose worker has been
-silent for ROSTER_WORKER_STALE_AFTER seconds, and re-dispatches queued tasks nobody
-picked up. Requeueing is a conditional update, so it is safe next to a late redelivery.
+sweeper (beat, every ROSTER_SWEEP_INTERVAL) requeues claimed tasks (running, or preparing
+on the helper queue) whose worker has been silent for ROSTER_WORKER_STALE_AFTER seconds,
+and re-dispatches queued tasks nobody picked up. Requeueing is a conditional update, so
+it is safe next to a late redelivery.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import socket
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,26 +37,30 @@ logger = logging.getLogger(__name__)
 
 _worker_id: str | None = None
 _stop = threading.Event()
-# Tasks this process is executing right now, reported with each heartbeat.
-_running: set[int] = set()
+# Tasks this process is preparing or executing right now, reported with each heartbeat.
+# Counted, not a set: a task's execution may start on one thread while the thread that
+# prepared it (and dispatched it) is still leaving its block.
+_running: Counter[int] = Counter()
 _running_lock = threading.Lock()
 
 
 @contextmanager
 def running(task_id: int) -> Iterator[None]:
-    """Mark a task as being executed here for the duration of the block.
+    """Mark a task as being prepared or executed here for the duration of the block.
 
     Enter before claiming the task and leave after its outcome is committed, so that any
-    heartbeat written while the task is claimed lists it: the sweeper requeues a running
+    heartbeat written while the task is claimed lists it: the sweeper requeues a claimed
     task its (live) worker does not list, which catches an outcome the database lost.
     """
     with _running_lock:
-        _running.add(task_id)
+        _running[task_id] += 1
     try:
         yield
     finally:
         with _running_lock:
-            _running.discard(task_id)
+            _running[task_id] -= 1
+            if _running[task_id] <= 0:
+                del _running[task_id]
 
 
 def worker_id() -> str:
@@ -132,34 +138,40 @@ def tasks_sweep_stale(*, now: datetime | None = None) -> SweepReport:
             "worker_id", "last_seen", "running_tasks"
         )
     }
+    # A task claimed for preparation (helper queue) or execution, by a dead worker. Each
+    # kind of claim is counted on its own: a page that kills the helper every time fails
+    # the task after ROSTER_MAX_EXECUTIONS preparations.
     orphans = [
-        (task_id, claimed_by, executions)
-        for task_id, claimed_by, executions in Task.objects.filter(
-            status=TaskStatus.RUNNING, started_at__lt=stale_before
+        (task_id, status, claimed_by, preparations if status == TaskStatus.PREPARING else runs)
+        for task_id, status, claimed_by, runs, preparations in Task.objects.filter(
+            status__in=(TaskStatus.RUNNING, TaskStatus.PREPARING), started_at__lt=stale_before
         )
         # A running spec-then-execute task has no worker: its steps have (agents.workflows).
         .exclude(kind=TaskKind.SPEC_EXECUTE)
-        .values_list("pk", "claimed_by", "executions")
+        .values_list("pk", "status", "claimed_by", "executions", "preparations")
         if _orphaned(task_id, live.get(claimed_by))
     ]
 
     requeued: list[int] = []
     failed: list[int] = []
-    for task_id, claimed_by, executions in orphans:
-        if executions >= settings.ROSTER_MAX_EXECUTIONS:
+    for task_id, status, claimed_by, claims in orphans:
+        if claims >= settings.ROSTER_MAX_EXECUTIONS:
+            doing = "preparing" if status == TaskStatus.PREPARING else "running"
             with transaction.atomic():
                 if _release(
                     task_id,
                     claimed_by,
+                    held=status,
                     status=TaskStatus.FAILED,
                     now=now,
-                    error=(f"The worker running this task stopped {executions} times; giving up."),
+                    error=f"The worker {doing} this task stopped {claims} times; giving up.",
                 ):
                     usage_close_abandoned(task_id=task_id)
                     workflow_step_finished(step_id=task_id)
                     failed.append(task_id)
             continue
-        if _release(task_id, claimed_by, status=TaskStatus.QUEUED, now=now):
+        # Back to queued: a task not yet prepared is dispatched to preparation again.
+        if _release(task_id, claimed_by, held=status, status=TaskStatus.QUEUED, now=now):
             requeued.append(task_id)
             transaction.on_commit(lambda task_id=task_id: task_dispatch(task_id=task_id))
 
@@ -180,13 +192,16 @@ def tasks_sweep_stale(*, now: datetime | None = None) -> SweepReport:
 
 
 def _orphaned(task_id: int, beat: WorkerHeartbeat | None) -> bool:
-    """A running task nobody is executing: its worker is silent, or alive and not listing
+    """A claimed task nobody is working on: its worker is silent, or alive and not listing
     it (its outcome was lost). Only tasks started more than ROSTER_WORKER_STALE_AFTER ago
     are asked about, so a live heartbeat was written after the task was claimed."""
     return beat is None or task_id not in beat.running_tasks
 
 
-def _release(task_id: int, claimed_by: str, *, status: str, now: datetime, error: str = "") -> bool:
+def _release(
+    task_id: int, claimed_by: str, *, held: str, status: str, now: datetime, error: str = ""
+) -> bool:
+    """Move a task its dead worker `claimed_by` held in status `held` to `status`."""
     changes: dict[str, object] = {"status": status, "claimed_by": ""}
     if status == TaskStatus.QUEUED:
         changes["dispatched_at"] = now
@@ -194,8 +209,5 @@ def _release(task_id: int, claimed_by: str, *, status: str, now: datetime, error
         changes["error"] = error
         changes["finished_at"] = now
     return (
-        Task.objects.filter(pk=task_id, status=TaskStatus.RUNNING, claimed_by=claimed_by).update(
-            **changes
-        )
-        == 1
+        Task.objects.filter(pk=task_id, status=held, claimed_by=claimed_by).update(**changes) == 1
     )

@@ -8,7 +8,7 @@ from django.db.models import Q
 
 from agents.providers.registry import ProviderKind
 from billing.models import CatalogModel
-from office.models import Role
+from office.models import Role, Task
 
 RATE_LIMIT_MESSAGE = "Enter a whole number of at least 1, or leave it blank for no limit."
 
@@ -248,3 +248,66 @@ class RateWindow(models.Model):
 
     def __str__(self) -> str:
         return f"rate window of credential {self.credential_id}"
+
+
+class ThreadSummary(models.Model):
+    """A thread's turns 1..`turns` condensed by the local helper (agents.threads).
+
+    Written once, by the first task whose history no longer fits the budget, and reused
+    by every later turn of the thread (and of its branches) until the history outgrows
+    the budget again; the next summary is then built from this one and the turns after
+    it, never from the whole thread again.
+    """
+
+    # The last task whose turn this summary covers; every follow-up below it may use it.
+    through_task = models.OneToOneField(
+        Task, on_delete=models.CASCADE, related_name="thread_summary"
+    )
+    turns = models.PositiveIntegerField(help_text="Turns 1..turns of the thread.")
+    text = models.TextField()
+    tokens = models.PositiveIntegerField(help_text="Estimated tokens of the summary text.")
+    source_tokens = models.PositiveIntegerField(
+        help_text="Estimated tokens of the turns it stands for, sent verbatim."
+    )
+    extends = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The earlier summary this one was built from.",
+    )
+    backend = models.CharField(max_length=30)
+    fallback_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "thread summaries"
+
+    def __str__(self) -> str:
+        return f"summary of turns 1-{self.turns} through task {self.through_task_id}"
+
+
+class PreparedPrompt(models.Model):
+    """What the local helper prepared for a task: the conversation to send the role's
+    model after its system prompt (thread history, page text, the prompt), as
+    [{"role": "user" | "assistant", "content": ...}], and what it found out on the way.
+
+    Written once by agents.preparation; every execution (and re-execution) of the task
+    sends the same messages.
+    """
+
+    task = models.OneToOneField(
+        Task, on_delete=models.CASCADE, primary_key=True, related_name="prepared_prompt"
+    )
+    messages = models.JSONField(default=list)
+    summary = models.ForeignKey(
+        ThreadSummary, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The helper's complexity reading of the prompt, for a tiered role without a tier
+    # hint (agents.routing.ComplexityReading as JSON); null when not asked.
+    complexity = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"prepared prompt of task {self.task_id}"

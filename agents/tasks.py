@@ -7,6 +7,14 @@ from celery.signals import worker_ready, worker_shutdown
 
 from agents import liveness
 from agents.execution import task_execute
+from agents.preparation import task_prepare
+
+
+@shared_task(name="agents.tasks.prepare_task")
+def prepare_task(task_id: int) -> str:
+    """The local helper's work on a task; routed to the `helper` queue (settings)."""
+    with liveness.running(task_id):
+        return task_prepare(task_id=task_id, worker_id=liveness.worker_id())
 
 
 @shared_task(name="agents.tasks.execute_task")

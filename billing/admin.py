@@ -21,7 +21,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing.models import CatalogModel, ModelPrice, PriceSource, Usage
+from billing.models import CatalogModel, CatalogSource, ModelPrice, PriceSource, Usage
 from billing.money import EXACT
 from billing.pricing import LONG_CONTEXT_FIELDS, PRICE_KINDS, UnitPrices, price_version_problems
 from office.admin_history import HistoryAdminMixin
@@ -102,12 +102,13 @@ class CatalogModelAdmin(admin.ModelAdmin):
     list_display = [
         "slug",
         "name",
+        "source",
         "context_length",
         "is_available",
         "prompt_per_million",
         "completion_per_million",
     ]
-    list_filter = ["is_available", VendorListFilter]
+    list_filter = ["is_available", "source", VendorListFilter]
     search_fields = ["slug", "name"]
     inlines = [ModelPriceInline]
 
@@ -130,6 +131,10 @@ class CatalogModelAdmin(admin.ModelAdmin):
         if obj is None:
             return ["first_seen_at", "last_synced_at"]
         return ["slug", "first_seen_at", "last_synced_at"]
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        # A model added here is not OpenRouter's: the next sync must not mark it unavailable.
+        return {"source": CatalogSource.MANUAL, **super().get_changeform_initial_data(request)}
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Catalog models are never deleted: a vanished model is marked unavailable.
@@ -266,14 +271,17 @@ class UsageAdmin(HistoryAdminMixin, admin.ModelAdmin):
         "role",
         "model",
         "status",
+        "helper_operation",
         "tokens",
         "cost_exact",
         "reported_cost_exact",
+        "shadow_cost_exact",
         "created_at",
     ]
     list_filter = [
         "status",
         "provider",
+        "helper_operation",
         ("role", admin.RelatedOnlyFieldListFilter),
         ("model", admin.RelatedOnlyFieldListFilter),
     ]
@@ -292,6 +300,11 @@ class UsageAdmin(HistoryAdminMixin, admin.ModelAdmin):
     @admin.display(description="reported cost (USD)")
     def reported_cost_exact(self, obj: Usage) -> str:
         return _exact(obj.reported_cost)
+
+    @admin.display(description="helper saved (USD)")
+    def shadow_cost_exact(self, obj: Usage) -> str:
+        # Only local helper rows have a shadow price; for them "—" means unknown.
+        return _exact(obj.shadow_cost) if obj.is_helper else ""
 
 
 from billing import admin_budgets  # noqa: E402,F401

@@ -32,7 +32,7 @@ from django.db import transaction
 from django.db.models import Count, OuterRef, Subquery, Sum
 from django.utils import timezone
 
-from billing.models import CatalogModel, ModelPrice, UsageRollup
+from billing.models import CatalogModel, CatalogSource, ModelPrice, UsageRollup
 from billing.money import EXACT, ZERO, money_sum
 from billing.periods import local_day, local_midnight, office_tz
 from billing.pricing import UnitPrices
@@ -137,8 +137,8 @@ def calculator_model_choices(*, at: datetime | None = None) -> dict[str, ModelCh
     """The models a role can be bound to from the calculator, by slug, ordered by slug.
 
     Only available models with an input and output price in force at `at` (default now),
-    plus unpriced models an admin marked free (priced at zero). Two queries, whatever the
-    size of the catalog.
+    plus unpriced models an admin marked free (priced at zero); never the local helper's
+    own record. Two queries, whatever the size of the catalog.
     """
     at = at or timezone.now()
     in_force = (
@@ -148,6 +148,8 @@ def calculator_model_choices(*, at: datetime | None = None) -> dict[str, ModelCh
     )
     models = list(
         CatalogModel.objects.filter(is_available=True)
+        # The local helper's record is free but no model a role can be bound to.
+        .exclude(source=CatalogSource.LOCAL_HELPER)
         .annotate(price_id=Subquery(in_force))
         .order_by("slug")
     )

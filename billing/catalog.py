@@ -23,7 +23,7 @@ from django.db import models, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from billing.models import CatalogModel, ModelPrice, PriceSource
+from billing.models import CatalogModel, CatalogSource, ModelPrice, PriceSource
 from billing.pricing import PricingError, UnitPrices
 
 # How many problems one error message lists; the rest are counted.
@@ -73,7 +73,9 @@ class CatalogEntry:
 
 @dataclass(frozen=True)
 class SyncReport:
-    """What one sync changed. `unpriced` lists models without an input or output price."""
+    """What one sync changed. `unpriced` lists models without an input or output price;
+    `left_alone` the catalog's models that an admin added by hand first (not from
+    OpenRouter: the sync changes nothing about them)."""
 
     seen: int
     created: int
@@ -81,6 +83,7 @@ class SyncReport:
     prices_added: int
     marked_unavailable: int
     unpriced: list[str] = field(default_factory=list)
+    left_alone: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for people, e.g. for the `sync_prices` command."""
@@ -89,12 +92,17 @@ class SyncReport:
             f"{self.prices_added} price versions added, "
             f"{self.marked_unavailable} marked unavailable"
         )
-        if not self.unpriced:
-            return text + "."
-        return (
-            f"{text}; {len(self.unpriced)} unpriced (variable pricing or no price): "
-            f"{', '.join(self.unpriced)}."
-        )
+        if self.unpriced:
+            text += (
+                f"; {len(self.unpriced)} unpriced (variable pricing or no price): "
+                f"{', '.join(self.unpriced)}"
+            )
+        if self.left_alone:
+            text += (
+                f"; {len(self.left_alone)} left as added by hand (source not OpenRouter): "
+                f"{', '.join(self.left_alone)}"
+            )
+        return text + "."
 
 
 # --- Reading the raw payload ---------------------------------------------------------------
@@ -387,7 +395,9 @@ def catalog_sync(*, entries: list[CatalogEntry], now: datetime | None = None) ->
     differ from its latest sync price (so an admin override stays in force until the
     provider's price really changes), and marks models absent from `entries`
     unavailable. Nothing is deleted. A field an entry leaves out (None) keeps its stored
-    value. Raises ValueError for a naive `now`, no entries or duplicate slugs
+    value. Models whose `source` is not OpenRouter (added by hand, the local helper) are
+    never changed, priced or marked unavailable, even when the catalog lists their slug.
+    Raises ValueError for a naive `now`, no entries or duplicate slugs
     (catalog_parse never returns those), and lets database errors through after rolling
     everything back.
     """
@@ -410,6 +420,16 @@ def catalog_sync(*, entries: list[CatalogEntry], now: datetime | None = None) ->
         }
         latest_prices = _latest_sync_prices()
 
+        # A model added by hand belongs to the admin; an admin who wants the sync to take
+        # it over sets its source to OpenRouter.
+        left_alone = [
+            entry.slug
+            for entry in entries
+            if entry.slug in existing and existing[entry.slug].source != CatalogSource.OPENROUTER
+        ]
+        skipped = set(left_alone)
+        entries = [entry for entry in entries if entry.slug not in skipped]
+
         to_create: list[CatalogModel] = []
         to_update: list[CatalogModel] = []
         updated = 0
@@ -429,6 +449,8 @@ def catalog_sync(*, entries: list[CatalogEntry], now: datetime | None = None) ->
         seen = set(slugs)
         marked_unavailable = 0
         for row in existing.values():
+            if row.source != CatalogSource.OPENROUTER:
+                continue
             if row.slug not in seen and row.is_available:
                 row.is_available = False
                 to_update.append(row)
@@ -473,12 +495,13 @@ def catalog_sync(*, entries: list[CatalogEntry], now: datetime | None = None) ->
         ModelPrice.objects.bulk_create(new_prices)
 
     return SyncReport(
-        seen=len(entries),
+        seen=len(entries) + len(left_alone),
         created=len(created_rows),
         updated=updated,
         prices_added=len(new_prices),
         marked_unavailable=marked_unavailable,
         unpriced=[entry.slug for entry in entries if not entry.prices.is_priced],
+        left_alone=left_alone,
     )
 
 

@@ -15,10 +15,33 @@ from office.fields import money_field
 from office.models import Role, Task
 
 
-class CatalogModel(models.Model):
-    """A model in the OpenRouter catalog. Never deleted: a vanished model is unavailable."""
+class CatalogSource(models.TextChoices):
+    """Where a catalog model comes from, which says whether a catalog sync may change it."""
 
-    slug = models.CharField(max_length=200, unique=True, help_text="OpenRouter id.")
+    OPENROUTER = "openrouter", "OpenRouter catalog (kept by the sync)"
+    MANUAL = "manual", "Added by hand, e.g. an Ollama model (the sync leaves it alone)"
+    LOCAL_HELPER = "local_helper", "Roster's local helper (free; never bound to a role)"
+
+
+class CatalogModel(models.Model):
+    """A model in the catalog. Never deleted: a model that vanished from OpenRouter's
+    listing is unavailable. Models not from OpenRouter (`source`) are left to admins."""
+
+    slug = models.CharField(
+        max_length=200,
+        unique=True,
+        help_text="OpenRouter id, or a name of your own for a model added by hand.",
+    )
+    source = models.CharField(
+        max_length=20,
+        choices=CatalogSource.choices,
+        default=CatalogSource.OPENROUTER,
+        db_default=CatalogSource.OPENROUTER,
+        help_text=(
+            "A catalog sync adds prices to, and marks unavailable, only models from "
+            "OpenRouter's catalog."
+        ),
+    )
     name = models.CharField(max_length=300)
     context_length = models.PositiveIntegerField(null=True, blank=True)
     max_completion_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -49,6 +72,7 @@ class CatalogModel(models.Model):
 class PriceSource(models.TextChoices):
     SYNC = "sync", "Catalog sync"
     OVERRIDE = "override", "Admin override"
+    LOCAL = "local", "Local model: free"
 
 
 class ModelPrice(models.Model):
@@ -133,12 +157,24 @@ class PricingBasis(models.TextChoices):
     UNPRICED = "unpriced", "Model has no price: cost unknown, not zero"
 
 
-class Usage(models.Model):
-    """The ledger: one row per provider call, append-only.
+class HelperOperation(models.TextChoices):
+    """The local helper's operations (agents.helper), as the ledger records them."""
 
-    The row is written `pending` before the call leaves, and settled once with the usage
-    the provider reported and the unit prices in force (copied here, so a later price
-    change never rewrites past spend).
+    TITLE = "title", "Title"
+    SUMMARIZE = "summarize", "Summary"
+    COMPRESS_HISTORY = "compress_history", "History compression"
+    EXTRACT_PAGE = "extract_page", "Page extraction"
+    CLASSIFY_COMPLEXITY = "classify_complexity", "Complexity estimate"
+
+
+class Usage(models.Model):
+    """The ledger: one row per provider call or local helper operation, append-only.
+
+    A provider call's row is written `pending` before the call leaves, and settled once
+    with the usage the provider reported and the unit prices in force (copied here, so a
+    later price change never rewrites past spend). A local helper operation's row
+    (`helper_operation` set) is written settled at cost 0 on the local helper's model,
+    with its shadow price: what the same tokens would have cost on the role's paid model.
     """
 
     call_id = models.CharField(max_length=64, unique=True)
@@ -198,6 +234,41 @@ class Usage(models.Model):
     error = models.TextField(blank=True)
     provider_request_id = models.CharField(max_length=200, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Local helper operations only (blank or null on provider calls). Database defaults,
+    # so that SQL written before these columns (benchmarks' bulk fills) still inserts.
+    helper_operation = models.CharField(
+        max_length=30,
+        choices=HelperOperation.choices,
+        blank=True,
+        db_default="",
+        help_text="The local helper's operation; blank for a provider call.",
+    )
+    helper_backend = models.CharField(
+        max_length=30, blank=True, db_default="", help_text="builtin or openai_compatible."
+    )
+    helper_fallback_reason = models.TextField(
+        blank=True,
+        db_default="",
+        help_text="Why the builtin backend answered instead of the local model.",
+    )
+    # The shadow price: the same tokens on the role's paid model, at the price version in
+    # force then (copied, like a call's prices). No shadow model, or one without a price:
+    # shadow_cost is None, unknown, never zero.
+    shadow_model = models.ForeignKey(
+        CatalogModel,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="shadowed_usage",
+    )
+    shadow_price = models.ForeignKey(
+        ModelPrice, on_delete=models.PROTECT, null=True, blank=True, related_name="shadowed_usage"
+    )
+    shadow_price_prompt = money_field(null=True, blank=True)
+    shadow_price_completion = money_field(null=True, blank=True)
+    shadow_cost = money_field(
+        null=True, blank=True, help_text="What the paid model would have charged; empty: unknown."
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     settled_at = models.DateTimeField(null=True, blank=True)
 
@@ -205,6 +276,10 @@ class Usage(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(condition=Q(cost__gte=0), name="usage_cost_non_negative"),
+            models.CheckConstraint(
+                condition=Q(shadow_cost__isnull=True) | Q(shadow_cost__gte=0),
+                name="usage_shadow_cost_non_negative",
+            ),
             models.CheckConstraint(
                 condition=Q(reported_cost__isnull=True) | Q(reported_cost__gte=0),
                 name="usage_reported_cost_non_negative",
@@ -217,9 +292,17 @@ class Usage(models.Model):
     def __str__(self) -> str:
         return f"{self.call_id} {self.status} {self.cost}"
 
+    @property
+    def is_helper(self) -> bool:
+        """True for a local helper operation, False for a provider call."""
+        return bool(self.helper_operation)
+
 
 class UsageRollup(models.Model):
     """Spend per day x role x model x provider x person, kept in step with the ledger.
+
+    Local helper operations land in their own rows (the helper's model, provider
+    `local`) and only in the `helper_*` measures.
 
     Updated in the same transaction as each settlement, so reports read O(days x roles x
     models) rows instead of every call; `manage.py cost rebuild-rollups` recomputes them
@@ -254,6 +337,21 @@ class UsageRollup(models.Model):
     reported_cost = money_field(default=Decimal("0"), help_text="Sum of provider figures given.")
     cache_savings = money_field(
         default=Decimal("0"), help_text="Cached tokens x (input price - cache-read price)."
+    )
+    # Local helper operations: never in the calls, tokens and cost above. Database
+    # defaults too, so that SQL written before them (benchmarks' bulk fills) still inserts.
+    helper_calls = models.PositiveBigIntegerField(
+        default=0, db_default=0, help_text="Helper operations."
+    )
+    helper_unpriced_calls = models.PositiveBigIntegerField(
+        default=0, db_default=0, help_text="Helper operations whose shadow price is unknown."
+    )
+    helper_input_tokens = models.PositiveBigIntegerField(default=0, db_default=0)
+    helper_output_tokens = models.PositiveBigIntegerField(default=0, db_default=0)
+    helper_savings = money_field(
+        default=Decimal("0"),
+        db_default=Decimal("0"),
+        help_text="Shadow cost of helper operations: what they saved.",
     )
 
     class Meta:

@@ -69,6 +69,14 @@ class Spend:
     `calls` are billed calls (settled, or estimated after a worker died); `failed_calls`
     cost nothing. `unpriced_calls` are billed calls to a model without a price: their cost
     is unknown and is NOT in `cost` (it is not zero), so a page must say so.
+
+    The `helper_*` figures are the local helper's operations, apart from the provider
+    calls: their tokens are in neither `input_tokens` nor `output_tokens`, and
+    `helper_savings` is what they would have cost on the role's paid model, except for
+    the `helper_unpriced_calls` whose paid model had no price (unknown, not in the sum).
+
+    Field order matters: counts first, then money (the aggregation builds rows in that
+    order).
     """
 
     calls: int = 0
@@ -80,27 +88,77 @@ class Spend:
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    helper_calls: int = 0
+    helper_unpriced_calls: int = 0
+    helper_input_tokens: int = 0
+    helper_output_tokens: int = 0
     cost: Decimal = ZERO
     reported_cost: Decimal = ZERO
     cache_savings: Decimal = ZERO
+    helper_savings: Decimal = ZERO
 
     @property
     def is_empty(self) -> bool:
-        """True when no call at all (billed or failed) was made."""
-        return self.calls == 0 and self.failed_calls == 0
+        """True when no call at all (billed or failed) and no helper operation was made."""
+        return self.calls == 0 and self.failed_calls == 0 and self.helper_calls == 0
+
+    @property
+    def cache_hit_ratio(self) -> Decimal | None:
+        """Cached input tokens over input tokens (0 to 1), or None without input tokens."""
+        if not self.input_tokens:
+            return None
+        return _AVERAGE.divide(Decimal(self.cached_input_tokens), Decimal(self.input_tokens))
+
+    @property
+    def helper_tokens(self) -> int:
+        """Tokens the local helper read and wrote instead of a paid model."""
+        return self.helper_input_tokens + self.helper_output_tokens
+
+    @property
+    def helper_token_share(self) -> Decimal | None:
+        """The helper's tokens over all tokens, paid and helper (0 to 1), or None when
+        there are none."""
+        total = self.input_tokens + self.output_tokens + self.helper_tokens
+        if not total:
+            return None
+        return _AVERAGE.divide(Decimal(self.helper_tokens), Decimal(total))
 
     def as_record(self) -> dict[str, int | str]:
-        """The figures for CSV and JSON: counts as integers, money as exact decimal text."""
+        """The figures for CSV and JSON: counts as integers, money as exact decimal text,
+        the cache hit ratio to six places ("" without input tokens)."""
         return {
             **{name: getattr(self, name) for name in COUNT_FIELDS},
             **{f"{name}_usd": decimal_text(getattr(self, name)) for name in MONEY_FIELDS},
+            "cache_hit_ratio": ratio_text(self.cache_hit_ratio),
         }
 
 
 COUNT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Spend) if f.type == "int")
 MONEY_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Spend) if f.type == "Decimal")
 MEASURES: tuple[str, ...] = (*COUNT_FIELDS, *MONEY_FIELDS)
-SPEND_COLUMNS: tuple[str, ...] = (*COUNT_FIELDS, *(f"{name}_usd" for name in MONEY_FIELDS))
+SPEND_COLUMNS: tuple[str, ...] = (
+    *COUNT_FIELDS,
+    *(f"{name}_usd" for name in MONEY_FIELDS),
+    "cache_hit_ratio",
+)
+RATIO_PLACES = Decimal("0.000001")
+
+
+def ratio_percent(ratio: Decimal | None) -> str:
+    """A ratio for people: a percentage to one place ("16.7 %"), or "—" when there is
+    none (nothing to divide by)."""
+    if ratio is None:
+        return "—"
+    value = (ratio * 100).quantize(Decimal("0.1"), rounding=decimal.ROUND_HALF_UP)
+    return f"{value} %"
+
+
+def ratio_text(ratio: Decimal | None) -> str:
+    """A ratio for CSV and JSON: six places, no trailing zeros ("0.166667", "0.5"), or ""
+    when there is none. A derived figure: the counts beside it give it exactly."""
+    if ratio is None:
+        return ""
+    return decimal_text(ratio.quantize(RATIO_PLACES, rounding=decimal.ROUND_HALF_UP))
 
 
 @dataclass(frozen=True)
@@ -195,10 +253,15 @@ class RoleTaskCost:
 @dataclass(frozen=True)
 class Savings:
     """What the office did not pay: cache reads below the input price, and the overhead
-    the local helper absorbed (zero until the local helper lands)."""
+    the local helper absorbed, priced at the roles' paid models.
+
+    `local_helper_unpriced` counts helper operations whose paid model had no price: what
+    they saved is unknown and not in `local_helper`.
+    """
 
     cache: Decimal
     local_helper: Decimal
+    local_helper_unpriced: int = 0
 
     @property
     def total(self) -> Decimal:
@@ -339,7 +402,8 @@ def role_cost_per_task(
     roles = Role.objects.in_bulk(list(counts))
     tasks_by_slug = {roles[role_id].slug: n for role_id, n in counts.items()}
     names = {role.slug: role.name for role in roles.values()}
-    spent = {row.key: row for row in by_role}
+    # Roles whose only rows are the local helper's made no provider call: not listed.
+    spent = {row.key: row for row in by_role if row.spend.calls or row.spend.failed_calls}
     report = []
     for slug in spent.keys() | tasks_by_slug.keys():
         row = spent.get(slug)
@@ -360,21 +424,20 @@ def role_cost_per_task(
 
 
 def local_helper_savings(*, start: date, end: date) -> Decimal:
-    """What the local helper saved on local days [start, end): zero for now.
-
-    The seam for the local helper (a later issue): its operations go in the ledger at cost
-    0 with the tokens they absorbed, priced at the role's paid model. When they do, this
-    sums that would-have-been cost from the rollups; the page and CSV already show it.
-    """
-    _check_range(start, end)
-    return ZERO
+    """What the local helper saved on local days [start, end), exactly: the shadow cost of
+    its operations (their tokens at the role's paid model's prices then), from the
+    rollups. Operations whose paid model had no price are not in it (see Savings)."""
+    return spend_totals(start=start, end=end).helper_savings
 
 
 def savings(*, start: date, end: date, totals: Spend | None = None) -> Savings:
-    """Cache savings and local-helper savings on local days [start, end)."""
+    """Cache savings and local-helper savings on local days [start, end). `totals` may
+    pass the period's totals already read."""
     totals = totals if totals is not None else spend_totals(start=start, end=end)
     return Savings(
-        cache=totals.cache_savings, local_helper=local_helper_savings(start=start, end=end)
+        cache=totals.cache_savings,
+        local_helper=totals.helper_savings,
+        local_helper_unpriced=totals.helper_unpriced_calls,
     )
 
 

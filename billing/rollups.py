@@ -1,5 +1,6 @@
 """Rollups: spend per local day x role x model x provider x person, kept in step with
-the ledger so that reports read a few rows instead of every call.
+the ledger so that reports read a few rows instead of every call. Local helper
+operations add to the `helper_*` measures of their own rows (the helper's model).
 
 `rollup_add` runs inside the transaction that closes a ledger row. `rollups_rebuild`
 recomputes them from the ledger, independently of the incremental path, and reports any
@@ -40,6 +41,12 @@ class RollupDelta:
     cost: Decimal = ZERO
     reported_cost: Decimal = ZERO
     cache_savings: Decimal = ZERO
+    # Local helper operations (never in the calls, tokens and cost above).
+    helper_calls: int = 0
+    helper_unpriced_calls: int = 0
+    helper_input_tokens: int = 0
+    helper_output_tokens: int = 0
+    helper_savings: Decimal = ZERO
 
     def add(self, other: RollupDelta) -> None:
         for f in fields(self):
@@ -57,11 +64,20 @@ ROLLUP_FIELDS = tuple(f.name for f in fields(RollupDelta))
 def delta_of(usage: Usage, *, first_of_task: bool) -> RollupDelta:
     """What a closed ledger row contributes to its rollup (nothing while pending).
 
-    `first_of_task`: this is the first of its task's calls to close, so the rollup counts
-    the task (once, whatever the call's outcome).
+    `first_of_task`: this is the first of its task's provider calls to close, so the
+    rollup counts the task (once, whatever the call's outcome). A local helper operation
+    adds to the helper measures only, and never counts the task.
     """
     if usage.status == UsageStatus.PENDING:
         return RollupDelta()
+    if usage.helper_operation:
+        return RollupDelta(
+            helper_calls=1,
+            helper_unpriced_calls=int(usage.shadow_cost is None),
+            helper_input_tokens=usage.input_tokens,
+            helper_output_tokens=usage.output_tokens,
+            helper_savings=usage.shadow_cost if usage.shadow_cost is not None else ZERO,
+        )
     tasks = int(first_of_task)
     if usage.status == UsageStatus.FAILED:
         return RollupDelta(tasks=tasks, failed_calls=1)
@@ -147,10 +163,11 @@ def rollups_compute(usages: Iterable[Usage]) -> dict[RollupKey, RollupDelta]:
 
 
 def _ledger_with_first(ledger: QuerySet[Usage]) -> QuerySet[Usage]:
-    """Mark each closed row that was the first of its task's calls to close: settlement
-    counts a task in its rollup exactly then, in closing order (settled_at, then id)."""
+    """Mark each closed row that was the first of its task's provider calls to close:
+    settlement counts a task in its rollup exactly then, in closing order (settled_at,
+    then id). Helper operations never count a task, so they are not "earlier" either."""
     earlier = (
-        Usage.objects.filter(task_id=OuterRef("task_id"))
+        Usage.objects.filter(task_id=OuterRef("task_id"), helper_operation="")
         .exclude(status=UsageStatus.PENDING)
         .filter(
             Q(settled_at__lt=OuterRef("settled_at"))
@@ -180,6 +197,7 @@ def rollups_rebuild(
         "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
         "cache_write_1h_tokens", "reasoning_tokens", "cost", "reported_cost",
         "price_prompt", "price_input_cache_read", "task_id", "settled_at",
+        "helper_operation", "shadow_cost",
     ]  # fmt: skip
     report = RebuildReport()
     with transaction.atomic():

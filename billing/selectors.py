@@ -7,7 +7,7 @@ from datetime import datetime
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from billing.models import CatalogModel, ModelPrice, Usage
+from billing.models import CatalogModel, CatalogSource, ModelPrice, Usage
 from office.models import Task
 
 
@@ -27,10 +27,20 @@ def price_current(*, model: CatalogModel, at: datetime | None = None) -> ModelPr
 
 
 def catalog_models_available() -> QuerySet[CatalogModel]:
-    """Return the models present in the latest catalog sync, ordered by slug."""
-    return CatalogModel.objects.filter(is_available=True).order_by("slug")
+    """Return the models a role can use, ordered by slug: those in the latest catalog
+    sync and those added by hand, but not the local helper's own ledger record."""
+    return (
+        CatalogModel.objects.filter(is_available=True)
+        .exclude(source=CatalogSource.LOCAL_HELPER)
+        .order_by("slug")
+    )
 
 
 def usage_for_task(*, task: Task) -> QuerySet[Usage]:
-    """Every ledger row of one task (failed calls too), oldest first."""
-    return Usage.objects.filter(task=task).select_related("model").order_by("created_at", "id")
+    """Every ledger row of one task (failed calls too, and the local helper's
+    operations), oldest first."""
+    return (
+        Usage.objects.filter(task=task)
+        .select_related("model", "shadow_model")
+        .order_by("created_at", "id")
+    )

@@ -190,7 +190,10 @@ def whatif_reprice(
     Raises WhatIfError when `model` has no price in force.
     """
     prices, valid_from = target_prices(model=model)
-    rollups = UsageRollup.objects.filter(day__gte=start, day__lt=end)
+    # Provider calls only: the local helper's rows hold no paid tokens to re-price.
+    rollups = UsageRollup.objects.filter(day__gte=start, day__lt=end).exclude(
+        calls=0, failed_calls=0
+    )
     if role is not None:
         rollups = rollups.filter(role=role)
 

@@ -28,12 +28,30 @@ class TaskForm(DomainErrorFormMixin, forms.Form):
     role = forms.ModelChoiceField(
         queryset=Role.objects.none(), to_field_name="slug", empty_label="Choose a role"
     )
+    follow_up_of = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Follow-up of task #",
+        help_text=(
+            "Optional; one of your finished tasks. This task continues its thread: the "
+            "earlier turns are sent along (older ones summarised when long)."
+        ),
+    )
     title = forms.CharField(
         max_length=200,
         required=False,
         help_text="Optional; one is written from the prompt when left blank.",
     )
     prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 12}))
+    urls = forms.CharField(
+        required=False,
+        label="Pages to read",
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "https://example.com/article"}),
+        help_text=(
+            "Optional; web addresses, one per line. The role reads each page's text; a page "
+            "that cannot be read is left out and the task says why."
+        ),
+    )
     max_tokens = forms.IntegerField(
         required=False,
         label="Max output tokens",
@@ -69,6 +87,7 @@ class TaskForm(DomainErrorFormMixin, forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["urls"].help_text += f" At most {settings.ROSTER_TASK_MAX_URLS}."
         # Evaluated per form, so that a role added a moment ago is offered.
         self.fields["role"].queryset = roles_active()
         self.fields["strategy_role"].queryset = roles_active()
@@ -77,6 +96,10 @@ class TaskForm(DomainErrorFormMixin, forms.Form):
         self.fields["max_tokens"].widget.attrs.update(
             {"min": 1, "max": settings.ROSTER_MAX_TOKENS_LIMIT}
         )
+
+    def clean_urls(self) -> list[str]:
+        """One URL per line (blank lines ignored); task_submit checks each."""
+        return [line.strip() for line in self.cleaned_data["urls"].splitlines() if line.strip()]
 
 
 class TaskFilterForm(forms.Form):

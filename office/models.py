@@ -40,6 +40,9 @@ class Role(models.Model):
 
 class TaskStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
+    # The local helper is writing the task's title, fetching its pages and condensing its
+    # thread's history (on the `helper` queue), before a role's model is called.
+    PREPARING = "preparing", "Preparing"
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
@@ -88,6 +91,20 @@ class Task(models.Model):
         blank=True,
         help_text="How hard the task is; a tiered role uses it instead of its classifier.",
     )
+    # Pages the role should read: http(s) URLs as given; the helper fetches them and the
+    # role sees their text (docs/helper.md).
+    urls = models.JSONField(default=list, blank=True)
+    # A thread: this task follows up an earlier one (same person); the prompt sent to the
+    # provider carries the thread's earlier turns. `thread_root` is the thread's first
+    # task (null for a task that starts no thread or is that first task) and
+    # `thread_turn` this task's position in it (1 for the first).
+    follow_up_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="follow_ups"
+    )
+    thread_root = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    thread_turn = models.PositiveIntegerField(default=1)
     status = models.CharField(
         max_length=20, choices=TaskStatus.choices, default=TaskStatus.QUEUED, db_index=True
     )
@@ -108,6 +125,19 @@ class Task(models.Model):
     # whose worker died is requeued by the sweeper, a bounded number of times.
     claimed_by = models.CharField(max_length=200, blank=True)
     executions = models.PositiveSmallIntegerField(default=0)
+    # The helper's preparation (agents.preparation): when it finished (null: not yet; the
+    # next dispatch prepares the task) and how often it was claimed.
+    prepared_at = models.DateTimeField(null=True, blank=True)
+    preparations = models.PositiveSmallIntegerField(default=0)
+    # What preparation did, for display (written by agents). `page_notes`: one entry per
+    # URL, {"url", "included" (bool), "note" (in words), "tokens"}. History figures are
+    # token estimates: `history_tokens` is what this task re-sent of its thread (the
+    # re-read tax), `history_tokens_saved` what the helper's summary of older turns saved
+    # against sending them verbatim, `history_summarized_turns` how many turns it covers.
+    page_notes = models.JSONField(default=list, blank=True)
+    history_tokens = models.PositiveIntegerField(default=0)
+    history_tokens_saved = models.PositiveIntegerField(default=0)
+    history_summarized_turns = models.PositiveIntegerField(default=0)
     # Totals, kept by billing as calls settle (office only shows them).
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
@@ -171,6 +201,11 @@ class Task(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def thread_id(self) -> int | None:
+        """The id of the thread's first task: this task's own id when it starts one."""
+        return self.thread_root_id or self.pk
 
 
 def _hash_token(raw: str) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -13,13 +15,25 @@ from django.utils.module_loading import import_string
 
 from office.celery import app as celery_app
 from office.errors import TaskRejected
-from office.models import SUBMITTABLE_KINDS, ApiToken, Role, Task, TaskKind, TaskStatus, TaskTier
+from office.models import (
+    SUBMITTABLE_KINDS,
+    TERMINAL_STATUSES,
+    ApiToken,
+    Role,
+    Task,
+    TaskKind,
+    TaskStatus,
+    TaskTier,
+)
 
 logger = logging.getLogger(__name__)
 
-# The worker task that runs a Task; named, not imported, because `office` does not
-# depend on `agents` (DESIGN.md: dependencies point one way).
+# The worker tasks that prepare (local helper, `helper` queue: CELERY_TASK_ROUTES) and run
+# a Task; named, not imported, because `office` does not depend on `agents` (DESIGN.md:
+# dependencies point one way).
+PREPARE_TASK = "agents.tasks.prepare_task"
 EXECUTE_TASK = "agents.tasks.execute_task"
+MAX_URL_CHARS = 2000
 
 
 def task_submit(
@@ -32,17 +46,26 @@ def task_submit(
     tier_hint: str = "",
     kind: str = TaskKind.TASK,
     strategy_role: Role | str | None = None,
+    urls: Sequence[str] = (),
+    follow_up_of: Task | int | None = None,
 ) -> Task:
     """Validate and save a queued task, and dispatch it once the transaction commits.
 
     `tier_hint` ("low", "medium", "high" or "") tells a tiered role how hard the task is,
-    instead of its classifier. `kind` "spec_execute" makes a spec-then-execute task:
-    `strategy_role` writes an implementation spec, then `role` carries it out (each a
-    step of its own, billed apart; agents.workflows). Returns the saved Task. Raises
-    TaskRejected with a `field` and a readable message for an unknown or inactive role,
-    a role that cannot run (no model bound), an empty or oversized prompt, a max_tokens
-    outside 1..ROSTER_MAX_TOKENS_LIMIT, an unknown tier hint or kind, or a strategy role
-    missing (spec_execute) or given for another kind.
+    instead of its classifier. `urls` are pages the role should read (http or https, at
+    most ROSTER_TASK_MAX_URLS; the helper fetches them). `follow_up_of` is an earlier,
+    finished task of the same person: the new task continues its thread, and its
+    prompt is sent with the thread's history. `kind` "spec_execute" makes a
+    spec-then-execute task: `strategy_role` writes an implementation spec, then `role`
+    carries it out (each a step of its own, billed apart; agents.workflows).
+
+    Returns the saved Task. Raises TaskRejected with a `field` and a readable message for
+    an unknown or inactive role, a role that cannot run (no model bound), an empty or
+    oversized prompt, a max_tokens outside 1..ROSTER_MAX_TOKENS_LIMIT, an unknown tier
+    hint or kind, a strategy role missing (spec_execute) or given for another kind, a URL
+    that is not http(s) (`url_invalid`), too many URLs (`urls_too_many`), or a follow-up
+    of a task that is not the same person's (`follow_up_unknown`) or not finished
+    (`follow_up_unfinished`).
     """
     role_obj = _role_for(role)
     strategy = _strategy_role_for(kind=kind, strategy_role=strategy_role)
@@ -72,6 +95,8 @@ def task_submit(
     _check_runnable(role_obj, field="role")
     if strategy is not None:
         _check_runnable(strategy, field="strategy_role")
+    clean_urls = _urls_checked(urls)
+    parent = _follow_up_checked(follow_up_of, created_by=created_by)
 
     with transaction.atomic():
         task = Task.objects.create(
@@ -80,12 +105,89 @@ def task_submit(
             title=title.strip()[:200],
             max_tokens=max_tokens,
             tier_hint=tier_hint,
+            urls=clean_urls,
+            follow_up_of=parent,
+            thread_root_id=None if parent is None else parent.thread_id,
+            thread_turn=1 if parent is None else parent.thread_turn + 1,
             created_by=created_by,
             kind=kind,
             strategy_role=strategy,
         )
         transaction.on_commit(lambda: task_dispatch(task_id=task.pk))
     return task
+
+
+def _urls_checked(urls: Sequence[str]) -> list[str]:
+    """The URLs stripped, duplicates dropped, each an absolute http(s) URL with a host and
+    no user name or password. Whether the address may be fetched is decided when it is
+    fetched (after a DNS lookup, which does not belong in a web request)."""
+    if isinstance(urls, str):  # one URL where a list was meant
+        urls = [urls]
+    clean: list[str] = []
+    for raw in urls:
+        url = str(raw).strip()
+        if not url or url in clean:
+            continue
+        if not _is_web_url(url):
+            raise TaskRejected(
+                f"{url[:200]!r} is not a web address: give an absolute http:// or https:// "
+                f"URL (at most {MAX_URL_CHARS:,} characters, without a user name or "
+                "password).",
+                code="url_invalid",
+                field="urls",
+            )
+        clean.append(url)
+    limit = settings.ROSTER_TASK_MAX_URLS
+    if len(clean) > limit:
+        raise TaskRejected(
+            f"The task names {len(clean)} URLs; the limit is {limit}.",
+            code="urls_too_many",
+            field="urls",
+        )
+    return clean
+
+
+def _is_web_url(url: str) -> bool:
+    if len(url) > MAX_URL_CHARS or any(char.isspace() for char in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return (
+        parts.scheme.lower() in ("http", "https")
+        and bool(parts.hostname)
+        and parts.username is None
+    )
+
+
+def _follow_up_checked(
+    follow_up_of: Task | int | None, *, created_by: AbstractBaseUser | None
+) -> Task | None:
+    """The earlier task a follow-up continues: it must exist, be the same person's (a
+    thread's history is theirs; an agent's token never reads another's tasks) and be
+    finished (its answer is part of the history)."""
+    if follow_up_of is None:
+        return None
+    task_id = follow_up_of.pk if isinstance(follow_up_of, Task) else follow_up_of
+    owner_id = None if created_by is None else created_by.pk
+    parent = Task.objects.filter(pk=task_id, created_by_id=owner_id).first()
+    if parent is None:
+        # Someone else's task answers like a missing one: its existence is not disclosed.
+        raise TaskRejected(
+            f"There is no task {task_id} of yours to follow up.",
+            code="follow_up_unknown",
+            field="follow_up_of",
+        )
+    if parent.status not in TERMINAL_STATUSES:
+        raise TaskRejected(
+            f"Task {task_id} is still {parent.get_status_display().lower()}; follow it up "
+            "once it has finished.",
+            code="follow_up_unfinished",
+            field="follow_up_of",
+        )
+    return parent
 
 
 def _role_for(role: Role | str, *, field: str = "role") -> Role:
@@ -155,16 +257,22 @@ def api_token_create(
 def task_dispatch(*, task_id: int, countdown: float | None = None) -> bool:
     """Send the task to the workers and stamp when. Returns False if the broker refused.
 
-    With `countdown` (seconds) a worker starts it no earlier than that (a task waiting for
-    a rate limit slot); it is stamped as dispatched when it is due, so the sweeper does
-    not take it for lost meanwhile. A refusal is logged, not raised: the task is saved
-    and queued, and the sweeper dispatches it again (ROSTER_REDISPATCH_AFTER), so nothing
-    is lost.
+    A task the helper has not prepared yet goes to preparation (the `helper` queue),
+    which dispatches it again when done; a prepared one goes to execution. With
+    `countdown` (seconds) a worker starts it no earlier than that (a task waiting for a
+    rate limit slot); it is stamped as dispatched when it is due, so the sweeper does not
+    take it for lost meanwhile.
+
+    A refusal is logged, not raised: the task is saved and queued, and the sweeper
+    dispatches it again (ROSTER_REDISPATCH_AFTER), so nothing is lost.
     """
     due = timezone.now() + timedelta(seconds=countdown or 0)
     Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED).update(dispatched_at=due)
+    prepared = Task.objects.filter(pk=task_id, prepared_at__isnull=False).exists()
     try:
-        celery_app.send_task(EXECUTE_TASK, args=[task_id], countdown=countdown)
+        celery_app.send_task(
+            EXECUTE_TASK if prepared else PREPARE_TASK, args=[task_id], countdown=countdown
+        )
     except Exception:
         logger.exception("could not dispatch task %s; the sweeper will retry", task_id)
         return False

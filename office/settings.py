@@ -17,6 +17,7 @@ from pathlib import Path
 import environ
 from celery.schedules import schedule
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -43,6 +44,17 @@ def _positive_float_setting(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, got {env.str(name)!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise ImproperlyConfigured(f"{name} must be a number of seconds > 0, got {value!r}")
+    return value
+
+
+def _fraction_setting(name: str, default: float) -> float:
+    """A number strictly between 0 and 1."""
+    try:
+        value = env.float(name, default=default)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {env.str(name)!r}") from None
+    if not 0 < value < 1:
+        raise ImproperlyConfigured(f"{name} must be a number between 0 and 1, got {value!r}")
     return value
 
 
@@ -185,6 +197,17 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One message at a time per slot: a dying worker then holds as few messages as possible.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Two queues: role calls on the default one, the local helper's preparation of a task
+# (title, pages, thread history) on `helper`, so heavy helper work never holds up role
+# calls and can be given workers of its own (`celery worker -Q helper`). A worker started
+# without -Q consumes both. docs/architecture.md.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+ROSTER_HELPER_QUEUE = "helper"
+CELERY_TASK_QUEUES = (
+    Queue(CELERY_TASK_DEFAULT_QUEUE, routing_key=CELERY_TASK_DEFAULT_QUEUE),
+    Queue(ROSTER_HELPER_QUEUE, routing_key=ROSTER_HELPER_QUEUE),
+)
+CELERY_TASK_ROUTES = {"agents.tasks.prepare_task": {"queue": ROSTER_HELPER_QUEUE}}
 
 # Provider calls are bounded: each attempt has a timeout, retries are counted, and the
 # waits between them are capped. The hard limit sits above that worst case, and the
@@ -347,6 +370,19 @@ ROSTER_FETCH_ALLOW = _fetch_allow_setting("ROSTER_FETCH_ALLOW")
 ROSTER_FETCH_TIMEOUT = _positive_float_setting("ROSTER_FETCH_TIMEOUT", 10.0)
 # Bytes read from one page (after decompression); a longer page is refused, not truncated.
 ROSTER_FETCH_MAX_BYTES = _positive_int_setting("ROSTER_FETCH_MAX_BYTES", 2 * 1024 * 1024)
+
+# URLs a task may name; each page's text is sent to the role, longer texts are first
+# summarised by the helper down to ROSTER_PAGE_MAX_TOKENS (estimated tokens).
+ROSTER_TASK_MAX_URLS = _positive_int_setting("ROSTER_TASK_MAX_URLS", 5)
+ROSTER_PAGE_MAX_TOKENS = _positive_int_setting("ROSTER_PAGE_MAX_TOKENS", 4000)
+
+# Threads (follow-ups): the earlier turns are sent with each new task. When they come to
+# more than ROSTER_THREAD_HISTORY_TOKENS (estimated), older turns are replaced by a helper
+# summary so that the history sent is at most ROSTER_THREAD_COMPRESSION_RATIO of the
+# budget; the summary is kept and reused by later turns until the history outgrows the
+# budget again. See docs/architecture.md.
+ROSTER_THREAD_HISTORY_TOKENS = _positive_int_setting("ROSTER_THREAD_HISTORY_TOKENS", 4000)
+ROSTER_THREAD_COMPRESSION_RATIO = _fraction_setting("ROSTER_THREAD_COMPRESSION_RATIO", 0.5)
 
 # Checks run before a task is accepted, so that a task for a role that cannot run is
 # refused at the door. Pluggable (like AUTH_PASSWORD_VALIDATORS) so that `office` does not

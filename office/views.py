@@ -15,6 +15,8 @@ from office.selectors import tasks_visible_to
 from office.services import task_submit
 
 TASKS_PER_PAGE = 25
+# Fields of the new-task form a link may fill in.
+FORM_PREFILL = ("role", "follow_up_of")
 
 
 @require_GET
@@ -44,8 +46,17 @@ def task_list(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @login_required
 def task_create(request: HttpRequest) -> HttpResponse:
-    """The new-task form; a valid submission is queued and opens the task's page."""
-    form = TaskForm(request.POST) if request.method == "POST" else TaskForm()
+    """The new-task form; a valid submission is queued and opens the task's page.
+
+    `?follow_up_of=ID&role=SLUG` fills the form in for a follow-up (the task page's
+    "Follow up" link).
+    """
+    if request.method == "POST":
+        form = TaskForm(request.POST)
+    else:
+        form = TaskForm(
+            initial={key: request.GET[key] for key in FORM_PREFILL if key in request.GET}
+        )
     if form.is_bound and form.is_valid():
         data = form.cleaned_data
         try:
@@ -57,6 +68,8 @@ def task_create(request: HttpRequest) -> HttpResponse:
                 tier_hint=data["tier_hint"],
                 kind=data["kind"] or TaskKind.TASK,
                 strategy_role=data["strategy_role"],
+                urls=data["urls"],
+                follow_up_of=data["follow_up_of"],
                 created_by=request.user,
             )
         except TaskRejected as exc:
@@ -71,7 +84,11 @@ def task_create(request: HttpRequest) -> HttpResponse:
 def task_detail(request: HttpRequest, task_id: int) -> HttpResponse:
     """One task with its result, totals and ledger; a running task refreshes itself."""
     task = _visible_task(request, task_id)
-    return render(request, "office/task_detail.html", {"task": task})
+    # A thread belongs to one person: only they can follow the task up (task_submit).
+    can_follow_up = task.is_terminal and task.created_by_id == request.user.pk
+    return render(
+        request, "office/task_detail.html", {"task": task, "can_follow_up": can_follow_up}
+    )
 
 
 @require_GET

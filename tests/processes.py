@@ -81,7 +81,18 @@ class OfficeProcess:
         self._log.close()
 
 
-def start_worker(log_dir: Path, *, concurrency: int = 8) -> OfficeProcess:
+DEFAULT_QUEUES = ("celery", "helper")
+
+
+def start_worker(
+    log_dir: Path,
+    *,
+    concurrency: int = 8,
+    queues: tuple[str, ...] = DEFAULT_QUEUES,
+    env: dict[str, str] | None = None,
+) -> OfficeProcess:
+    """A Celery worker against the test database; by default it consumes both queues
+    (role calls and the helper's preparation), as the office's own worker does."""
     worker = OfficeProcess(
         "worker",
         [
@@ -95,6 +106,8 @@ def start_worker(log_dir: Path, *, concurrency: int = 8) -> OfficeProcess:
             "threads",
             "--concurrency",
             str(concurrency),
+            "--queues",
+            ",".join(queues),
             "--loglevel",
             "INFO",
             "--without-mingle",
@@ -103,7 +116,7 @@ def start_worker(log_dir: Path, *, concurrency: int = 8) -> OfficeProcess:
             f"test-{uuid.uuid4().hex[:6]}@%h",
         ],
         log_dir,
-        {"DATABASE_URL": test_database_url()},
+        {"DATABASE_URL": test_database_url(), **(env or {})},
     )
     worker.wait_for_output("ready.", timeout=60)
     return worker

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('agents', '0005_routing_policies'),
+        ('agents', '0006_thread_summaries_and_prepared_prompts'),
     ]
 
     operations = [

@@ -12,6 +12,7 @@ from typing import Any
 from django import template
 
 from billing.money import format_usd
+from billing.reports import ratio_percent
 from billing.selectors import usage_for_task
 from office.fields import decimal_text
 from office.models import Task
@@ -33,7 +34,15 @@ def usd_exact(amount: Decimal | int | None) -> str:
     return f"${decimal_text(amount)}"
 
 
+@register.filter
+def percent(ratio: Decimal | None) -> str:
+    """A ratio from 0 to 1 as a percentage for people: "16.7 %", or an em dash for None
+    (nothing to divide by)."""
+    return ratio_percent(ratio)
+
+
 @register.inclusion_tag("billing/_task_ledger.html")
 def task_ledger(task: Task) -> dict[str, Any]:
-    """The ledger rows of one task (every provider call, failed ones too), oldest first."""
+    """The ledger rows of one task (every provider call, failed ones too, and the local
+    helper's operations), oldest first."""
     return {"calls": list(usage_for_task(task=task))}

@@ -40,6 +40,18 @@ class TaskCreateInputSerializer(serializers.Serializer):
         allow_blank=True,
         help_text="low, medium or high: how hard the task is (a tiered role's routing).",
     )
+    # Whether each is a web address, how many there may be and whose task may be followed
+    # up are task_submit's rules (url_invalid, urls_too_many, follow_up_unknown...).
+    urls = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=True),
+        required=False,
+        help_text="Pages the role should read (http or https); it gets their text.",
+    )
+    follow_up_of = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="Id of an earlier, finished task of yours: this one continues its thread.",
+    )
     kind = serializers.CharField(
         max_length=20,
         required=False,
@@ -102,6 +114,23 @@ class TaskOutputSerializer(serializers.Serializer):
     steps = serializers.SerializerMethodField(
         help_text="A spec-then-execute task's steps, in order, each billed on its own."
     )
+    urls = serializers.JSONField()
+    page_notes = serializers.JSONField(
+        help_text='Per URL: {"url", "included", "note", "tokens"}: what the role got of it.'
+    )
+    follow_up_of = serializers.IntegerField(source="follow_up_of_id", allow_null=True)
+    thread = serializers.IntegerField(
+        source="thread_id", help_text="Id of the thread's first task (this task's own id)."
+    )
+    thread_turn = serializers.IntegerField()
+    history_tokens = serializers.IntegerField(
+        help_text="Tokens of the thread's history sent again with this task (estimated)."
+    )
+    history_tokens_saved = serializers.IntegerField(
+        help_text="Tokens the helper's summary of older turns saved (estimated)."
+    )
+    history_summarized_turns = serializers.IntegerField()
+    prepared_at = serializers.DateTimeField()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField()

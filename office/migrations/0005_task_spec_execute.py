@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('office', '0003_task_tier_hint_and_routing_decisions'),
+        ('office', '0004_task_threads_urls_and_preparation'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

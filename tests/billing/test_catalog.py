@@ -18,6 +18,7 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
+from billing.calculator import calculator_model_choices
 from billing.catalog import (
     CatalogEntry,
     CatalogError,
@@ -27,7 +28,15 @@ from billing.catalog import (
     catalog_parse,
     catalog_sync,
 )
-from billing.models import CatalogModel, ModelPrice, PriceSource, Usage, UsageStatus
+from billing.helper_ledger import LOCAL_HELPER_SLUG, local_helper_price
+from billing.models import (
+    CatalogModel,
+    CatalogSource,
+    ModelPrice,
+    PriceSource,
+    Usage,
+    UsageStatus,
+)
 from billing.pricing import UnitPrices
 from billing.selectors import catalog_models_available, price_current
 from office.models import Role, Task
@@ -242,6 +251,62 @@ def test_admin_override_stays_in_force_until_the_provider_price_changes() -> Non
     haiku = CatalogModel.objects.get(slug="anthropic/claude-3-haiku")
     haiku_price = price_current(model=haiku, at=JUNE)
     assert (haiku_price.source, haiku_price.prompt) == (PriceSource.OVERRIDE, Decimal("0.0000001"))
+
+
+@pytest.mark.django_db
+def test_sync_leaves_models_added_by_hand_and_the_local_helper_alone() -> None:
+    sync_payload({"data": [model_entry("acme/a")]}, now=MARCH)
+    ollama = CatalogModel.objects.create(
+        slug="ollama/llama3.2:3b", name="Llama (office GPU)", source=CatalogSource.MANUAL
+    )
+    ModelPrice.objects.create(
+        model=ollama, source=PriceSource.OVERRIDE, valid_from=MARCH, prompt=0, completion=0
+    )
+    private = CatalogModel.objects.create(
+        slug="acme/private", name="Ours", source=CatalogSource.MANUAL, context_length=1
+    )
+    helper = local_helper_price().model
+
+    # The catalog lists acme/private too, at a price: the admin's model keeps its own.
+    report = sync_payload(
+        {"data": [model_entry("acme/a"), model_entry("acme/private", prompt="0.5")]}, now=JUNE
+    )
+
+    assert (report.marked_unavailable, report.created, report.prices_added) == (0, 0, 0)
+    assert report.left_alone == ["acme/private"]
+    assert report.summary().endswith(
+        "; 1 left as added by hand (source not OpenRouter): acme/private."
+    )
+    for model in (ollama, private, helper):
+        model.refresh_from_db()
+        assert model.is_available, model.slug
+        assert model.last_synced_at is None
+    assert (private.name, private.context_length) == ("Ours", 1)
+    assert prices_of("acme/private") == []
+    assert len(prices_of("ollama/llama3.2:3b")) == 1
+
+    # A model from OpenRouter that vanishes is still marked unavailable.
+    report = sync_payload({"data": [model_entry("acme/b")]}, now=JUNE + timedelta(days=1))
+    assert report.marked_unavailable == 1
+    assert CatalogModel.objects.get(slug="acme/a").is_available is False
+    assert CatalogModel.objects.get(slug="ollama/llama3.2:3b").is_available is True
+
+
+@pytest.mark.django_db
+def test_the_local_helpers_record_is_no_model_to_bind_a_role_to() -> None:
+    sync_payload({"data": [model_entry("acme/a")]}, now=MARCH)
+    local_helper_price()
+
+    assert [m.slug for m in catalog_models_available()] == ["acme/a"]
+    assert LOCAL_HELPER_SLUG not in calculator_model_choices()
+    assert "acme/a" in calculator_model_choices()
+
+
+def test_admin_adds_a_catalog_model_by_hand_as_manual(admin_client: Any) -> None:
+    response = admin_client.get(reverse("admin:billing_catalogmodel_add"))
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.initial["source"] == CatalogSource.MANUAL
 
 
 # --- Validation: a bad payload writes nothing ----------------------------------------------

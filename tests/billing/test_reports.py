@@ -247,7 +247,7 @@ def test_cost_per_task_divides_role_spend_by_the_roles_tasks(june) -> None:
 
 
 @pytest.mark.django_db
-def test_savings_are_cache_savings_and_a_zero_local_helper_seam(june) -> None:
+def test_savings_are_cache_savings_and_no_helper_savings_without_helper_rows(june) -> None:
     found = savings(start=JUNE[0], end=JUNE[1])
 
     assert found.cache == Decimal("0.00000001000000000000001")
@@ -409,16 +409,22 @@ def test_cost_summary_table_has_rounded_costs_a_total_row_and_the_totals(june) -
 
     assert lines[0] == "Spend by role, month from 2026-06-01 to 2026-07-01 (UTC)"
     rows = [line.split() for line in lines[1:]]
-    assert rows[0] == ["Role", "Calls", "Unpriced", "Input", "tokens", "Output", "tokens", "Cost"]
-    assert rows[2] == ["coder", "4", "0", "503,000", "2,030", "$1.500000"]
-    assert rows[3] == ["writer", "3", "1", "50", "5", "$0.350000"]
-    assert rows[4] == ["reviewer", "1", "0", "20", "2", "$0.050000"]
-    assert rows[6] == ["Total", "8", "1", "503,070", "2,037", "$1.900000"]
+    assert rows[0] == [
+        "Role", "Calls", "Unpriced", "Input", "tokens", "Output", "tokens", "Cache", "hit",
+        "Cost", "Helper", "tokens", "Helper", "savings",
+    ]  # fmt: skip
+    # 500 of 503,000 input tokens cached: 0.0994 %.
+    assert rows[2] == ["coder", "4", "0", "503,000", "2,030", "0.1%", "$1.500000", "0", "$0.000000"]
+    assert rows[3] == ["writer", "3", "1", "50", "5", "0.0%", "$0.350000", "0", "$0.000000"]
+    assert rows[4] == ["reviewer", "1", "0", "20", "2", "0.0%", "$0.050000", "0", "$0.000000"]
+    assert rows[6] == ["Total", "8", "1", "503,070", "2,037", "0.1%", "$1.900000", "0", "$0.000000"]
     totals = "\n".join(lines[8:])
     assert "Failed calls (not billed)  1" in totals
     assert "Estimated calls            1" in totals
     assert "Cache savings              $0.000000" in totals
+    assert "Cache hit ratio            0.1 %" in totals
     assert "Provider-reported cost     $0.300000" in totals
+    assert "Local helper savings       $0.000000" in totals
     assert lines[-1] == (
         "Warning: 1 calls used a model with no price; their cost is unknown and not in the "
         "cost above."
@@ -456,9 +462,15 @@ def test_cost_summary_json_has_exact_costs_as_strings_and_a_total(june) -> None:
         "cached_input_tokens": 500,
         "cache_write_tokens": 100,
         "reasoning_tokens": 7,
+        "helper_calls": 0,
+        "helper_unpriced_calls": 0,
+        "helper_input_tokens": 0,
+        "helper_output_tokens": 0,
         "cost_usd": "1.50000025000000000000002",
         "reported_cost_usd": "0.00000025",
         "cache_savings_usd": "0.00000001",
+        "helper_savings_usd": "0",
+        "cache_hit_ratio": "0.000994",
     }
     assert document["total"]["calls"] == 8
     assert document["total"]["unpriced_calls"] == 1
@@ -469,8 +481,12 @@ def test_cost_summary_json_has_exact_costs_as_strings_and_a_total(june) -> None:
 def test_cost_breakdown_by_model_in_each_format(june) -> None:
     table = cost("breakdown", "--by", "model").splitlines()
     assert table[0] == "Spend by model, month from 2026-06-01 to 2026-07-01 (UTC)"
-    assert table[3].split() == ["openai/gpt", "2", "0", "500,010", "2,001", "$1.600000"]
-    assert table[-1].split() == ["Total", "8", "1", "503,070", "2,037", "$1.900000"]
+    assert table[3].split() == [
+        "openai/gpt", "2", "0", "500,010", "2,001", "0.0%", "$1.600000", "0", "$0.000000"
+    ]  # fmt: skip
+    assert table[-1].split() == [
+        "Total", "8", "1", "503,070", "2,037", "0.1%", "$1.900000", "0", "$0.000000"
+    ]  # fmt: skip
 
     rows = list(csv.DictReader(io.StringIO(cost("breakdown", "--by", "model", "--format", "csv"))))
     assert [(r["model"], r["cost_usd"]) for r in rows] == [
@@ -505,7 +521,9 @@ def test_cost_breakdown_for_the_day_and_week_leaves_out_other_days(june) -> None
 def test_cost_summary_with_no_spend_prints_a_zero_total() -> None:
     lines = cost("summary").splitlines()
 
-    assert lines[4].split() == ["Total", "0", "0", "0", "0", "$0.000000"]
+    # No input tokens: no cache hit ratio to show.
+    assert lines[4].split() == ["Total", "0", "0", "0", "0", "—", "$0.000000", "0", "$0.000000"]
+    assert "Cache hit ratio            —" in lines
     assert "Warning" not in lines[-1]
 
 

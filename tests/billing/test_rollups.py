@@ -1,5 +1,6 @@
 """Rollups move with the ledger in the same transaction, and a rebuild from the ledger
-finds them exactly equal after a randomized run."""
+finds them exactly equal after a randomized run (provider calls and local helper
+operations)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ from decimal import Decimal
 
 import pytest
 
-from billing.ledger import CallTarget, usage_fail, usage_open, usage_settle
-from billing.models import Usage, UsageRollup
+from billing.ledger import (
+    CallTarget,
+    usage_fail,
+    usage_open,
+    usage_record_helper,
+    usage_settle,
+)
+from billing.models import HelperOperation, Usage, UsageRollup
 from billing.money import money_sum
 from billing.pricing import TokenUsage
 from billing.rollups import rollups_rebuild
@@ -81,15 +88,33 @@ def test_rebuild_equals_incremental_rollups_after_a_randomized_run():
             input_cache_read=Decimal("0.00000001"),
         )
         models.append(model)
+    unpriced = CatalogModelFactory()
+    ModelPriceFactory(
+        model=unpriced, valid_from=datetime(2026, 1, 1, tzinfo=UTC), prompt=None, completion=None
+    )
+    # The role's paid model the helper's work is priced at: priced, unpriced or none.
+    shadows = [*models, unpriced, None]
     roles = [RoleFactory() for _ in range(3)]
     people = [UserFactory(), UserFactory(), None]
     start = datetime(2026, 11, 1, tzinfo=UTC)
-    calls = 0
+    calls = helpers = 0
     for n in range(200):
         task = TaskFactory(role=rng.choice(roles), created_by=rng.choice(people))
         at = start + timedelta(hours=rng.randrange(0, 24 * 20), minutes=rng.randrange(60))
-        # One to three calls per task (retries), possibly on later days.
+        # One to three calls per task (retries), possibly on later days, with local helper
+        # operations before and between them.
         for attempt in range(1, rng.randrange(2, 5)):
+            for _ in range(rng.choice([0, 0, 1, 2])):
+                helpers += 1
+                usage_record_helper(
+                    task=task,
+                    operation=rng.choice(HelperOperation.values),
+                    backend=rng.choice(["builtin", "openai_compatible"]),
+                    input_tokens=rng.randrange(0, 20_000),
+                    output_tokens=rng.randrange(0, 600),
+                    shadow_model=rng.choice(shadows),
+                    now=at,
+                )
             calls += 1
             at += timedelta(hours=rng.randrange(0, 30))
             usage = open_call(task, rng.choice(models), at=at, attempt=attempt)
@@ -114,20 +139,44 @@ def test_rebuild_equals_incremental_rollups_after_a_randomized_run():
 
     check = rollups_rebuild(dry_run=True)
     assert check.differences == []
-    assert check.ledger_rows == calls > 200
-    # Each task counts once, at its first call to close, whatever that call's outcome.
+    assert check.ledger_rows == calls + helpers
+    assert calls > 200
+    assert helpers > 100
+    # Each task counts once, at its first provider call to close, whatever that call's
+    # outcome; helper operations never count one.
     assert sum(r.tasks for r in UsageRollup.objects.all()) == 200
+    helper_rows = Usage.objects.exclude(helper_operation="")
+    assert sum(r.helper_calls for r in UsageRollup.objects.all()) == helpers
+    assert money_sum(r.helper_savings for r in UsageRollup.objects.all()) == money_sum(
+        u.shadow_cost for u in helper_rows
+    )
+    assert sum(r.helper_unpriced_calls for r in UsageRollup.objects.all()) == (
+        helper_rows.filter(shadow_cost__isnull=True).count()
+    )
     incremental = {
         (r.day, r.role_id, r.model_id, r.person_id): r.cost for r in UsageRollup.objects.all()
     }
+    incremental_helper = {
+        (r.day, r.role_id, r.model_id, r.person_id): (r.helper_savings, r.helper_input_tokens)
+        for r in UsageRollup.objects.all()
+    }
 
-    UsageRollup.objects.filter(pk=UsageRollup.objects.first().pk).update(cost=Decimal("999"))
+    # Helper operations have rollup rows of their own (the helper's model): two rows.
+    paid_row = UsageRollup.objects.filter(calls__gt=0).first()
+    helper_row = UsageRollup.objects.filter(helper_calls__gt=0).first()
+    UsageRollup.objects.filter(pk=paid_row.pk).update(cost=Decimal("999"))
+    UsageRollup.objects.filter(pk=helper_row.pk).update(helper_savings=Decimal("7"))
     broken = rollups_rebuild()
-    assert len(broken.differences) == 1
-    assert "cost 999" in broken.differences[0]
+    assert len(broken.differences) == 2
+    assert "cost 999" in "".join(broken.differences)
+    assert "helper_savings 7" in "".join(broken.differences)
     rebuilt = {
         (r.day, r.role_id, r.model_id, r.person_id): r.cost for r in UsageRollup.objects.all()
     }
     assert rebuilt == incremental
+    assert {
+        (r.day, r.role_id, r.model_id, r.person_id): (r.helper_savings, r.helper_input_tokens)
+        for r in UsageRollup.objects.all()
+    } == incremental_helper
     assert rollups_rebuild(dry_run=True).differences == []
     assert money_sum(rebuilt.values()) == money_sum(u.cost for u in Usage.objects.all())

@@ -122,6 +122,25 @@ def test_whatif_reprices_one_role_exactly(june, premium) -> None:
     assert report.prices.prompt == Decimal("0.000003")  # the price in force now
 
 
+def test_whatif_leaves_out_the_local_helpers_rows(june, premium) -> None:
+    coder, _ = june
+    helper = CatalogModelFactory(slug="roster/local-helper")
+    idle = RoleFactory(slug="idle")
+    for role in (coder, idle):
+        UsageRollup.objects.create(
+            day=date(2026, 6, 2), role=role, model=helper, provider="local",
+            helper_calls=3, helper_input_tokens=9_000, helper_savings=Decimal("0.027"),
+        )  # fmt: skip
+
+    report = whatif_reprice(start=JUNE[0], end=JUNE[1], model=premium, role=None)
+
+    # No paid tokens to re-price: the helper is neither a model used nor a role's usage.
+    assert [(r.role_slug, r.models_used, r.repriced) for r in report.rows] == [
+        ("coder", ("vendor/cheap",), CODER_REPRICED),
+        ("writer", ("other/model",), WRITER_REPRICED),
+    ]
+
+
 def test_whatif_reprices_every_role_with_one_model(june, premium) -> None:
     report = whatif_reprice(start=JUNE[0], end=JUNE[1], model=premium, role=None)
 

@@ -151,7 +151,8 @@ def run(role: Role, prompt: str, **fields: str) -> Task:
 
 
 def calls(task: Task) -> list[Usage]:
-    return list(Usage.objects.filter(task=task).order_by("attempt"))
+    """The task's provider calls (not the local helper's rows)."""
+    return list(Usage.objects.filter(task=task, helper_operation="").order_by("attempt"))
 
 
 def steps(task: Task) -> list[tuple[str, str, str]]:

@@ -41,7 +41,7 @@ def test_canary_key_never_leaves_the_credential(
     assert "HTTP 401" in task.error
     assert "Incorrect API key provided: ***" in task.error
     assert CANARY not in task.error
-    [row] = Usage.objects.filter(task=task)
+    [row] = Usage.objects.filter(task=task, helper_operation="")  # the provider call
     assert CANARY not in row.error
     assert row.http_status == 401
 

@@ -92,15 +92,15 @@ def test_spec_then_execute_produces_two_linked_billed_steps(office_processes, sa
 
     # Billed apart: one settled call per step, each exactly what the sandbox charged.
     for step, slug in ((spec, PREMIUM), (work, MID_TIER)):
-        [call] = Usage.objects.filter(task=step)
+        [call] = Usage.objects.filter(task=step, helper_operation="")
         [entry] = sandbox.requests(call_id=call.call_id)
         assert (call.status, call.model.slug, call.role) == (UsageStatus.SETTLED, slug, step.role)
         assert call.cost == Decimal(entry["cost"]) == expected_cost(entry, snapshot_pricing(slug))
         assert step.cost == call.cost > 0
-    assert not Usage.objects.filter(task=parent).exists()
+    assert not Usage.objects.filter(task=parent, helper_operation="").exists()  # helper only
     # Marked cacheable: the Anthropic wire caches only marked blocks, and it wrote the
     # whole stable prefix (system prompt and spec) to its cache.
-    [entry] = sandbox.requests(call_id=Usage.objects.get(task=work).call_id)
+    [entry] = sandbox.requests(call_id=Usage.objects.get(task=work, helper_operation="").call_id)
     assert entry["cache_write_tokens"] > len(prefix) // 4
 
     # The API links them both ways.

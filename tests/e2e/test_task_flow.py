@@ -72,7 +72,7 @@ def test_task_runs_through_worker_and_is_billed_exactly(
     assert task.status == TaskStatus.DONE, task.error
     upstream = slug if provider == "openrouter" else slug.split("/", 1)[1]
     assert task.result == expected_answer(model=upstream, system=role.system_prompt, prompt=prompt)
-    rows = list(Usage.objects.filter(task=task))
+    rows = list(Usage.objects.filter(task=task, helper_operation=""))  # provider calls
     assert len(rows) == 1
     row = rows[0]
     assert row.status == UsageStatus.SETTLED
@@ -119,7 +119,7 @@ def test_rate_limited_call_is_retried_and_both_attempts_are_in_the_ledger(
     wait_for_terminal(task)
 
     assert task.status == TaskStatus.DONE, task.error
-    failed, settled = Usage.objects.filter(task=task).order_by("attempt")
+    failed, settled = Usage.objects.filter(task=task, helper_operation="").order_by("attempt")
     assert (failed.attempt, failed.status, failed.http_status) == (1, UsageStatus.FAILED, 429)
     assert failed.cost == 0
     assert (settled.attempt, settled.status) == (2, UsageStatus.SETTLED)

@@ -39,10 +39,12 @@ class Command(BaseCommand):
 
         manager = Manager()
         manager.add_process("web", f"{python} manage.py runserver 127.0.0.1:{port} --noreload")
+        # One worker for both queues: role calls and the local helper's preparation.
+        queues = f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.ROSTER_HELPER_QUEUE}"
         manager.add_process(
             "worker",
             f"{python} -m celery -A office worker --pool threads "
-            f"--concurrency {options['concurrency']} --loglevel INFO",
+            f"--concurrency {options['concurrency']} --queues {queues} --loglevel INFO",
         )
         manager.add_process(
             "beat",

@@ -33,6 +33,7 @@ from billing.reports import (
     Dimension,
     Spend,
     breakdown_columns,
+    ratio_percent,
     spend_breakdown,
     spend_sum,
 )
@@ -178,9 +179,21 @@ class Command(BaseCommand):
             self._write_table(rows, totals, by=by)
             if summary:
                 self.stdout.write("\n" + _totals_block(totals))
+            elif totals.helper_unpriced_calls:
+                self.stdout.write(_helper_unpriced_note(totals))
 
     def _write_table(self, rows: Sequence[BreakdownRow], totals: Spend, *, by: str) -> None:
-        header = [by.capitalize(), "Calls", "Unpriced", "Input tokens", "Output tokens", "Cost"]
+        header = [
+            by.capitalize(),
+            "Calls",
+            "Unpriced",
+            "Input tokens",
+            "Output tokens",
+            "Cache hit",
+            "Cost",
+            "Helper tokens",
+            "Helper savings",
+        ]
         body = [_table_cells(row.key or "(no one)", row.spend) for row in rows]
         total = _table_cells("Total", totals)
         widths = [max(len(row[i]) for row in [header, *body, total]) for i in range(len(header))]
@@ -243,7 +256,10 @@ def _table_cells(name: str, spend: Spend) -> list[str]:
         f"{spend.unpriced_calls:,}",
         f"{spend.input_tokens:,}",
         f"{spend.output_tokens:,}",
+        ratio_percent(spend.cache_hit_ratio).replace(" ", ""),
         format_usd(spend.cost),
+        f"{spend.helper_tokens:,}",
+        format_usd(spend.helper_savings),
     ]
 
 
@@ -253,10 +269,17 @@ def _totals_block(totals: Spend) -> str:
         ("Estimated calls", f"{totals.estimated_calls:,}"),
         ("Unpriced calls", f"{totals.unpriced_calls:,}"),
         ("Cached input tokens", f"{totals.cached_input_tokens:,}"),
+        ("Cache hit ratio", ratio_percent(totals.cache_hit_ratio)),
         ("Cache write tokens", f"{totals.cache_write_tokens:,}"),
         ("Reasoning tokens", f"{totals.reasoning_tokens:,}"),
         ("Provider-reported cost", format_usd(totals.reported_cost)),
         ("Cache savings", format_usd(totals.cache_savings)),
+        ("Local helper operations", f"{totals.helper_calls:,}"),
+        (
+            "Helper tokens absorbed",
+            f"{totals.helper_tokens:,} ({ratio_percent(totals.helper_token_share)} of all tokens)",
+        ),
+        ("Local helper savings", format_usd(totals.helper_savings)),
     ]
     width = max(len(label) for label, _ in lines)
     text = [f"{label.ljust(width)}  {value}" for label, value in lines]
@@ -265,4 +288,13 @@ def _totals_block(totals: Spend) -> str:
             f"Warning: {totals.unpriced_calls:,} calls used a model with no price; their "
             "cost is unknown and not in the cost above."
         )
+    if totals.helper_unpriced_calls:
+        text.append(_helper_unpriced_note(totals))
     return "\n".join(text)
+
+
+def _helper_unpriced_note(totals: Spend) -> str:
+    return (
+        f"Note: {totals.helper_unpriced_calls:,} local helper operations ran for roles whose "
+        "paid model has no price; what they saved is unknown and not in the helper savings."
+    )
