@@ -5,7 +5,11 @@ The rules this module keeps (STYLE.md 5 and 6):
 - the claim is a conditional update, so a re-delivered message never runs a task twice;
 - the ledger row is committed before the request leaves, and no transaction is open
   during a network call;
-- the answering call's row is settled and the task finished in one short transaction.
+- the answering call's row is settled in a short transaction of its own (on PostgreSQL
+  written together with the settlements this worker's other threads make at the same
+  moment: billing.settle_postgres), then the task's outcome is recorded. A worker that
+  dies between the two leaves a settled call on a running task, which the sweeper
+  requeues, as it does for a worker that dies between the answer and the settlement.
 
 Routing (agents.routing) turns the role's policy into an ordered list of candidates;
 this module walks it: each candidate gets its own attempts, a failure moves on to the
@@ -252,9 +256,8 @@ def _walk(run: _Run, route: Route) -> str:
                     _about(candidate, "rejected", "Its answer failed the check; escalating.")
                 )
                 run.held_text, run.held_reasons = reading.text, verdict.failures
-                with transaction.atomic():
-                    _settle(outcome)
-                    _record(run)
+                _settle(outcome)
+                _record(run)
                 rate_tokens_settle(outcome.grant, used=tokens_used(outcome.result.usage))
                 continue
             text = reading.text
@@ -262,14 +265,13 @@ def _walk(run: _Run, route: Route) -> str:
         if candidate.checked:
             for rest in candidates[index + 1 :]:
                 run.decide(_about(rest, "skipped", "Not needed: the cheap answer passed."))
-        with transaction.atomic():
-            _settle(outcome)
-            status = _end(
-                run,
-                status=TaskStatus.DONE,
-                result=text,
-                model_label=_model_label(run, candidate, index, route),
-            )
+        _settle(outcome)
+        status = _end(
+            run,
+            status=TaskStatus.DONE,
+            result=text,
+            model_label=_model_label(run, candidate, index, route),
+        )
         rate_tokens_settle(outcome.grant, used=tokens_used(outcome.result.usage))
         return status
     return _end(run, status=TaskStatus.FAILED, error=_exhausted(run, walk), result=run.held_text)
@@ -468,6 +470,8 @@ def _rate_limited(run: _Run, candidate: Candidate, wait: RateWait) -> str:
 
 
 def _settle(answer: _Answer) -> None:
+    """Settle the answering call. Outside a transaction, so that it can share a batch
+    (and a commit) with the settlements of this worker's other threads."""
     usage_settle(
         usage=answer.usage,
         token_usage=answer.result.usage,
