@@ -161,7 +161,15 @@ class RoleBindingForm(forms.ModelForm):
 class RouteCandidateForm(forms.ModelForm):
     class Meta:
         model = RouteCandidate
-        fields = ["slot", "position", "model", "credential", "upstream_model", "attempts"]
+        fields = [
+            "slot",
+            "position",
+            "model",
+            "credential",
+            "upstream_model",
+            "attempts",
+            "timeout_seconds",
+        ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -184,6 +192,7 @@ class RouteCandidateFormSet(forms.BaseInlineFormSet):
                 position=form.cleaned_data.get("position") or 0,
                 attempts=form.cleaned_data.get("attempts"),
                 upstream_model=form.cleaned_data.get("upstream_model", ""),
+                timeout_seconds=form.cleaned_data.get("timeout_seconds"),
             )
             for form in self.forms
             if form.cleaned_data

@@ -5,7 +5,11 @@ The rules this module keeps (STYLE.md 5 and 6):
 - the claim is a conditional update, so a re-delivered message never runs a task twice;
 - the ledger row is committed before the request leaves, and no transaction is open
   during a network call;
-- the answering call's row is settled and the task finished in one short transaction.
+- the answering call's row is settled in a short transaction of its own (on PostgreSQL
+  written together with the settlements this worker's other threads make at the same
+  moment: billing.settle_postgres), then the task's outcome is recorded. A worker that
+  dies between the two leaves a settled call on a running task, which the sweeper
+  requeues, as it does for a worker that dies between the answer and the settlement.
 
 Routing (agents.routing) turns the role's policy into an ordered list of candidates;
 this module walks it: each candidate gets its own attempts, a failure moves on to the
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -35,7 +40,7 @@ from agents.escalation import (
     answer_read,
     rules_ask_self_assessment,
 )
-from agents.models import RoleBinding, RoutingPolicy
+from agents.models import Credential, RoleBinding, RoutingPolicy
 from agents.preparation import prepared_classifier, prompt_messages
 from agents.providers.base import (
     ChatRequest,
@@ -44,6 +49,17 @@ from agents.providers.base import (
     ProviderError,
 )
 from agents.providers.registry import adapter_for, default_base_url, upstream_model_name
+from agents.rate_gate import (
+    RateGrant,
+    RateWait,
+    rate_slot_for_call,
+    rate_tokens_settle,
+    rate_wait_decision,
+    task_requeue_rate_limited,
+    tokens_after_failure,
+    tokens_used,
+)
+from agents.ratelimit import RateLimitError
 from agents.redaction import redact
 from agents.routing import (
     Candidate,
@@ -55,6 +71,7 @@ from agents.routing import (
 )
 from agents.secrets import SecretError, secret_decrypt
 from agents.selectors import binding_for_role
+from agents.workflows import spec_execute_start, workflow_step_finished
 from billing.budgets import BudgetExceeded
 from billing.estimation import prompt_tokens_bound, prompt_tokens_estimate
 from billing.ledger import (
@@ -66,7 +83,7 @@ from billing.ledger import (
     usage_settle,
 )
 from billing.models import BudgetAction, Usage
-from office.models import Task, TaskStatus
+from office.models import Task, TaskKind, TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +100,7 @@ class CallPlan:
     target: CallTarget
     endpoint: Endpoint
     request: ChatRequest
+    credential: Credential
 
 
 @dataclass(frozen=True)
@@ -93,6 +111,7 @@ class _Answer:
     usage: Usage
     result: ChatResult
     latency_ms: int
+    grant: RateGrant
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,13 @@ class _Refused:
     """A candidate's call refused by a hard budget before it left."""
 
     exc: BudgetExceeded
+
+
+@dataclass(frozen=True)
+class _RateLimited:
+    """A candidate's call held back by its credential's rate limit: the task waits."""
+
+    wait: RateWait
 
 
 @dataclass
@@ -142,16 +168,23 @@ def task_execute(*, task_id: int, worker_id: str) -> str:
     Safe to call twice for the same task: only the caller whose conditional update moves
     the task from queued to running does any work.
     """
-    claimed = Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED).update(
-        status=TaskStatus.RUNNING,
-        claimed_by=worker_id,
-        started_at=timezone.now(),
-        executions=F("executions") + 1,
+    claimed = (
+        Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED)
+        .exclude(kind=TaskKind.SPEC_EXECUTE)
+        .update(
+            status=TaskStatus.RUNNING,
+            claimed_by=worker_id,
+            started_at=timezone.now(),
+            executions=F("executions") + 1,
+        )
     )
     if claimed != 1:
-        status = Task.objects.filter(pk=task_id).values_list("status", flat=True).first()
+        found = Task.objects.filter(pk=task_id).values_list("status", "kind").first()
+        status, kind = found or ("missing", "")
+        if kind == TaskKind.SPEC_EXECUTE:  # no call of its own: its steps make them
+            return spec_execute_start(task_id=task_id)
         logger.info("task %s not claimed (status %s): nothing to do", task_id, status)
-        return status or "missing"
+        return status
 
     task = Task.objects.select_related("role").get(pk=task_id)
     # Calls a dead worker left pending stay in the ledger, priced as estimates.
@@ -196,6 +229,8 @@ def _walk(run: _Run, route: Route) -> str:
             _candidate_gave_up(run, walk, candidate, str(exc), more=more, outcome="skipped")
             continue
         outcome = _call_candidate(run, plan, attempts=candidate.attempts)
+        if isinstance(outcome, _RateLimited):
+            return _rate_limited(run, candidate, outcome.wait)
         if isinstance(outcome, _Refused):
             return _budget_refused(run, outcome.exc, candidate, rest=candidates[index + 1 :])
         if isinstance(outcome, _Failure):
@@ -221,23 +256,24 @@ def _walk(run: _Run, route: Route) -> str:
                     _about(candidate, "rejected", "Its answer failed the check; escalating.")
                 )
                 run.held_text, run.held_reasons = reading.text, verdict.failures
-                with transaction.atomic():
-                    _settle(outcome)
-                    _record(run)
+                _settle(outcome)
+                _record(run)
+                rate_tokens_settle(outcome.grant, used=tokens_used(outcome.result.usage))
                 continue
             text = reading.text
         run.decide(_about(candidate, "answered", _answered_why(candidate, index, route)))
         if candidate.checked:
             for rest in candidates[index + 1 :]:
                 run.decide(_about(rest, "skipped", "Not needed: the cheap answer passed."))
-        with transaction.atomic():
-            _settle(outcome)
-            return _end(
-                run,
-                status=TaskStatus.DONE,
-                result=text,
-                model_label=_model_label(run, candidate, index, route),
-            )
+        _settle(outcome)
+        status = _end(
+            run,
+            status=TaskStatus.DONE,
+            result=text,
+            model_label=_model_label(run, candidate, index, route),
+        )
+        rate_tokens_settle(outcome.grant, used=tokens_used(outcome.result.usage))
+        return status
     return _end(run, status=TaskStatus.FAILED, error=_exhausted(run, walk), result=run.held_text)
 
 
@@ -326,8 +362,11 @@ def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check:
         messages=prompt_messages(task=task),
         max_tokens=max_tokens,
         system=system,
+        prefix=task.prefix,
+        timeout=candidate.timeout,
     )
     return CallPlan(
+        credential=credential,
         target=CallTarget(
             model=candidate.model,
             provider=credential.provider,
@@ -340,13 +379,28 @@ def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check:
     )
 
 
-def _call_candidate(run: _Run, plan: CallPlan, *, attempts: int) -> _Answer | _Failure | _Refused:
-    """Call one candidate until it answers, fails permanently, runs out of attempts or a
-    budget refuses. Every call is a ledger row; failed ones are closed at cost 0."""
+def _call_candidate(
+    run: _Run, plan: CallPlan, *, attempts: int
+) -> _Answer | _Failure | _Refused | _RateLimited:
+    """Call one candidate until it answers, fails permanently, runs out of attempts, a
+    budget refuses or its rate limit holds it back. Every call is a ledger row; failed
+    ones are closed at cost 0."""
     prompt_texts = _prompt_texts(plan.request)
     tries = 0
     while True:
         tries += 1
+        try:
+            gate = rate_slot_for_call(
+                credential=plan.credential,
+                tokens=prompt_tokens_estimate(*prompt_texts) + plan.request.max_tokens,
+                # A requeued task starts its route over and would pay again for an
+                # escalation's rejected cheap answer: wait for the slot here instead.
+                in_thread=bool(run.held_text),
+            )
+        except RateLimitError as exc:  # the call can never fit this credential's limit
+            return _Failure(exc.message, outcome="skipped")
+        if isinstance(gate, RateWait):
+            return _RateLimited(gate)
         run.attempts_made += 1
         try:
             usage = usage_open(
@@ -359,9 +413,11 @@ def _call_candidate(run: _Run, plan: CallPlan, *, attempts: int) -> _Answer | _F
             )
         except BudgetExceeded as exc:
             run.attempts_made -= 1  # no call was made
+            rate_tokens_settle(gate, used=0)
             return _Refused(exc)
         except LedgerError as exc:
             run.attempts_made -= 1
+            rate_tokens_settle(gate, used=0)
             return _Failure(str(exc), outcome="skipped")
         request = replace(plan.request, call_id=usage.call_id)
         started = time.monotonic()
@@ -375,6 +431,7 @@ def _call_candidate(run: _Run, plan: CallPlan, *, attempts: int) -> _Answer | _F
             usage_fail(
                 usage=usage, error=message, http_status=exc.status_code, latency_ms=latency_ms
             )
+            rate_tokens_settle(gate, used=tokens_after_failure(exc))
             wait = _retry_wait(exc, attempt=tries)
             if exc.permanent or tries >= attempts or wait is None:
                 return _Failure(message if exc.permanent else _gave_up(message, tries, exc, wait))
@@ -388,10 +445,33 @@ def _call_candidate(run: _Run, plan: CallPlan, *, attempts: int) -> _Answer | _F
             time.sleep(wait)
             continue
         latency_ms = int((time.monotonic() - started) * 1000)
-        return _Answer(plan=plan, usage=usage, result=result, latency_ms=latency_ms)
+        return _Answer(plan=plan, usage=usage, result=result, latency_ms=latency_ms, grant=gate)
+
+
+def _rate_limited(run: _Run, candidate: Candidate, wait: RateWait) -> str:
+    """Record why the task waits and put it back in the queue until its slot frees.
+    Returns the task's status (queued)."""
+    run.decide(
+        rate_wait_decision(
+            wait,
+            model=candidate.model.slug,
+            slot=candidate.slot,
+            credential=candidate.credential.label,
+        )
+    )
+    if not task_requeue_rate_limited(
+        task_id=run.task.pk,
+        worker_id=run.worker_id,
+        decisions=run.decisions,
+        countdown=wait.countdown,
+    ):
+        logger.warning("task %s was taken over while running here; not requeued", run.task.pk)
+    return TaskStatus.QUEUED
 
 
 def _settle(answer: _Answer) -> None:
+    """Settle the answering call. Outside a transaction, so that it can share a batch
+    (and a commit) with the settlements of this worker's other threads."""
     usage_settle(
         usage=answer.usage,
         token_usage=answer.result.usage,
@@ -405,7 +485,7 @@ def _settle(answer: _Answer) -> None:
 
 def _prompt_texts(request: ChatRequest) -> tuple[str, ...]:
     """Every text of the request: what budget estimates and reservations count."""
-    return (request.system, *(message.content for message in request.messages))
+    return (request.system, request.prefix, *(message.content for message in request.messages))
 
 
 def _check_decision(
@@ -533,16 +613,20 @@ def _finish(
 ) -> str:
     """Record the task's outcome and routing decisions if this worker still holds it.
     Returns the status."""
-    updated = Task.objects.filter(
-        pk=task.pk, status=TaskStatus.RUNNING, claimed_by=worker_id
-    ).update(
-        status=status,
-        result=result,
-        error=error[:4000],
-        model_label=model_label or F("model_label"),
-        routing_decisions=decisions,
-        finished_at=timezone.now(),
-    )
+    # A workflow's step advances its workflow in the transaction recording its outcome.
+    with transaction.atomic() if task.parent_id is not None else nullcontext():
+        updated = Task.objects.filter(
+            pk=task.pk, status=TaskStatus.RUNNING, claimed_by=worker_id
+        ).update(
+            status=status,
+            result=result,
+            error=error[:4000],
+            model_label=model_label or F("model_label"),
+            routing_decisions=decisions,
+            finished_at=timezone.now(),
+        )
+        if updated == 1 and task.parent_id is not None:
+            workflow_step_finished(step_id=task.pk)
     if updated != 1:
         # The sweeper gave the task to another worker meanwhile; the call stays billed.
         logger.warning("task %s was taken over while running here; outcome not saved", task.pk)

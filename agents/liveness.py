@@ -28,8 +28,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import WorkerHeartbeat
+from agents.workflows import workflow_step_finished
 from billing.ledger import usage_close_abandoned
-from office.models import Task, TaskStatus
+from office.models import Task, TaskKind, TaskStatus
 from office.services import task_dispatch
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,10 @@ def tasks_sweep_stale(*, now: datetime | None = None) -> SweepReport:
         (task_id, status, claimed_by, preparations if status == TaskStatus.PREPARING else runs)
         for task_id, status, claimed_by, runs, preparations in Task.objects.filter(
             status__in=(TaskStatus.RUNNING, TaskStatus.PREPARING), started_at__lt=stale_before
-        ).values_list("pk", "status", "claimed_by", "executions", "preparations")
+        )
+        # A running spec-then-execute task has no worker: its steps have (agents.workflows).
+        .exclude(kind=TaskKind.SPEC_EXECUTE)
+        .values_list("pk", "status", "claimed_by", "executions", "preparations")
         if _orphaned(task_id, live.get(claimed_by))
     ]
 
@@ -163,6 +167,7 @@ def tasks_sweep_stale(*, now: datetime | None = None) -> SweepReport:
                     error=f"The worker {doing} this task stopped {claims} times; giving up.",
                 ):
                     usage_close_abandoned(task_id=task_id)
+                    workflow_step_finished(step_id=task_id)
                     failed.append(task_id)
             continue
         # Back to queued: a task not yet prepared is dispatched to preparation again.

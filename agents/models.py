@@ -187,12 +187,30 @@ class RouteCandidate(models.Model):
         ),
     )
 
+    timeout_seconds = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        verbose_name="timeout (seconds)",
+        help_text=(
+            "Seconds to wait for this model's answer before the attempt counts as failed "
+            "(a hung local server is left quickly). Blank: ROSTER_PROVIDER_TIMEOUT."
+        ),
+    )
+
     class Meta:
         ordering = ["binding", "position", "pk"]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(attempts__isnull=True) | models.Q(attempts__gte=1),
                 name="routecandidate_attempts_positive",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(timeout_seconds__isnull=True) | models.Q(timeout_seconds__gte=1),
+                name="routecandidate_timeout_positive",
+                violation_error_message=(
+                    "Enter a timeout of at least 1 second, or leave it blank for "
+                    "ROSTER_PROVIDER_TIMEOUT."
+                ),
             ),
         ]
 

@@ -37,6 +37,7 @@ from agents.fetch import FetchError, page_fetch
 from agents.helper import helper_extract_page, helper_summarize, helper_title
 from agents.models import PreparedPrompt, RoleBinding, RoutingPolicy
 from agents.providers.base import ChatMessage
+from agents.redaction import redact
 from agents.routing import ComplexityReading, RouteError, complexity_of_prompt, route_plan
 from agents.selectors import binding_for_role
 from agents.threads import History, history_prepare, summary_block
@@ -75,7 +76,6 @@ class PageText:
 class _Prepared:
     messages: list[dict[str, str]]
     history: History
-    pages: list[PageText]
     page_notes: list[dict[str, Any]]
     complexity: ComplexityReading | None
 
@@ -110,7 +110,10 @@ def task_prepare(*, task_id: int, worker_id: str) -> str:
             task,
             worker_id,
             status=TaskStatus.FAILED,
-            error=f"The local helper could not prepare this task: {type(exc).__name__}: {exc}",
+            error=redact(
+                f"The local helper could not prepare this task: {type(exc).__name__}: {exc}",
+                settings.ROSTER_HELPER_API_KEY,
+            )[:4000],
             finished_at=timezone.now(),
         )
         return TaskStatus.FAILED
@@ -146,7 +149,6 @@ def _prepare(task: Task, worker_id: str) -> _Prepared:
             history=history, pages=pages, page_notes=notes, prompt=task.prompt
         ),
         history=history,
-        pages=pages,
         page_notes=notes,
         complexity=complexity,
     )

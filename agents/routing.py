@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 # More would let one misbehaving model hold a worker thread for many timeouts.
 MAX_CANDIDATE_ATTEMPTS = 10
+# A candidate's own timeout: long enough for the slowest model's longest answer, short
+# enough that a worker thread is never held for much longer than a task can take.
+MAX_CANDIDATE_TIMEOUT_SECONDS = 600
 
 TIER_SLOTS = (CandidateSlot.LOW, CandidateSlot.MEDIUM, CandidateSlot.HIGH)
 POLICY_SLOTS: dict[str, tuple[str, ...]] = {
@@ -71,6 +74,8 @@ class Candidate:
     attempts: int
     reason: str
     checked: bool = False
+    # Seconds to wait for its answer; None: ROSTER_PROVIDER_TIMEOUT.
+    timeout: float | None = None
 
     @property
     def label(self) -> str:
@@ -321,6 +326,7 @@ def _route(policy: str, candidates: list[Candidate], why: str) -> Route:
                     "model": c.model.slug,
                     "credential": c.credential.label,
                     "attempts": c.attempts,
+                    **({"timeout_seconds": c.timeout} if c.timeout is not None else {}),
                     "reason": c.reason,
                 }
                 for c in candidates
@@ -341,6 +347,7 @@ def _candidate(
         attempts=row.attempts or default_attempts,
         reason=reason,
         checked=checked,
+        timeout=row.timeout_seconds,
     )
 
 
@@ -368,6 +375,7 @@ class CandidateSpec:
     position: int = 0
     attempts: int | None = None
     upstream_model: str = ""
+    timeout_seconds: int | None = None
 
 
 def candidate_spec_of(row: RouteCandidate) -> CandidateSpec:
@@ -379,6 +387,7 @@ def candidate_spec_of(row: RouteCandidate) -> CandidateSpec:
         position=row.position,
         attempts=row.attempts,
         upstream_model=row.upstream_model,
+        timeout_seconds=row.timeout_seconds,
     )
 
 
@@ -427,8 +436,9 @@ def escalation_rules_validate(*, policy: str, text: str) -> tuple[Rule, ...]:
 def route_candidates_validate(*, policy: str, candidates: Sequence[CandidateSpec]) -> None:
     """Check a policy's candidates. Raises RoutingInvalid with every problem found:
     slots the policy does not use, a missing model or credential, a credential without
-    the base URL its provider needs, attempts out of range, a tier without a model or
-    with two, a chain of fewer than two, cheap and strong not one each or the same."""
+    the base URL its provider needs, attempts or a timeout out of range, a tier without a
+    model or with two, a chain of fewer than two, cheap and strong not one each or the
+    same."""
     if policy not in POLICY_SLOTS:
         raise RoutingInvalid([f"Unknown routing policy {policy!r}."])
     problems: list[str] = []
@@ -502,6 +512,12 @@ def _candidate_problems(spec: CandidateSpec, *, who: str) -> list[str]:
         )
     if spec.attempts is not None and not 1 <= spec.attempts <= MAX_CANDIDATE_ATTEMPTS:
         problems.append(f"{who}: attempts must be between 1 and {MAX_CANDIDATE_ATTEMPTS}.")
+    timeout = spec.timeout_seconds
+    if timeout is not None and not 1 <= timeout <= MAX_CANDIDATE_TIMEOUT_SECONDS:
+        problems.append(
+            f"{who}: the timeout must be between 1 and {MAX_CANDIDATE_TIMEOUT_SECONDS} "
+            "seconds (blank: ROSTER_PROVIDER_TIMEOUT)."
+        )
     return problems
 
 

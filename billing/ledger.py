@@ -32,7 +32,7 @@ from billing.budgets import (
 from billing.estimation import prompt_tokens_estimate, tokens_estimate
 from billing.helper_ledger import usage_record_helper as usage_record_helper
 from billing.models import CatalogModel, PricingBasis, Usage, UsageStatus
-from billing.money import EXACT, ZERO, money_sum
+from billing.money import ZERO, money_sum
 from billing.pricing import TokenUsage, cost_of, resolve_prices
 from billing.rollups import delta_of, rollup_add
 from billing.rollups import key_of as rollup_key_of
@@ -243,23 +243,26 @@ def _close(
         # Alerts follow the settlement: in the caller's transaction when there is one, in
         # their own otherwise (the settlement has committed by then). A threshold alert a
         # crash loses between the two is recorded by `budget_alerts_sweep` (beat).
+        # Periods come back with their spend before and after this settlement, or, when
+        # settlements were written in a batch, before and after the whole batch (to one
+        # settlement of the batch): the thresholds the batch crossed are recorded once.
         crossings = [
-            (period, EXACT.subtract(period.spent, spent))
+            period
             for period in periods
-            if spent
+            if period.spent != period.spent_before
             and thresholds_crossed(
                 limit=period.limit,
                 thresholds=period.thresholds,
-                before=EXACT.subtract(period.spent, spent),
+                before=period.spent_before,
                 after=period.spent,
             )
         ]
         drift = usage.reported_cost is not None and basis == PricingBasis.REPORTED
         if crossings or drift:
             with transaction.atomic():
-                for period, before in crossings:
+                for period in crossings:
                     budget_alert_crossings(
-                        period_id=period.period_id, before=before, after=period.spent
+                        period_id=period.period_id, before=period.spent_before, after=period.spent
                     )
                 if drift:
                     alert_record_drift(usage=usage)

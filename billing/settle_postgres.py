@@ -19,13 +19,16 @@ once per connection, is what lets settlements keep pace on a small machine
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import sys
+import threading
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
+from django.db import DatabaseError, connection
 
+from billing.money import EXACT
 from billing.rollups import ROLLUP_FIELDS, RollupDelta
 
 # The columns the function writes, in its own order (fixed by its migration).
@@ -40,6 +43,7 @@ SETTLED_COLUMNS = (
 # Rollup measures besides `tasks`, which the function derives from the task's update.
 ROLLUP_MEASURES = tuple(name for name in ROLLUP_FIELDS if name != "tasks")
 
+_CALL_MANY = "SELECT * FROM billing_usage_settle_many(%s)"
 _CALL = (
     "SELECT * FROM billing_usage_settle(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
@@ -47,8 +51,11 @@ _CALL = (
 
 @dataclass(frozen=True)
 class PeriodAfter:
+    """A budget period's spend after a settlement (or a batch of them), and before it."""
+
     period_id: int
     spent: Decimal
+    spent_before: Decimal
     limit: Decimal
     thresholds: list[int]
 
@@ -67,11 +74,15 @@ def settle_statement(
     rollup_key: tuple[date, int, int, str, int | None],
     rollup_delta: RollupDelta,
 ) -> list[PeriodAfter] | None:
-    """Close a pending ledger row and move its task, rollup and budget counters, in one
-    statement: its own transaction when called outside a transaction block, else part of
-    the caller's. `fields` holds exactly SETTLED_COLUMNS. Returns the budget periods' new
-    totals, or None when the row was not pending (nothing was changed). Raises
-    ValueError when `fields` names other columns than the function writes."""
+    """Close a pending ledger row and move its task, rollup and budget counters.
+
+    Inside a transaction block, in one statement of the caller's transaction. Outside
+    one, with the settlements other threads of this process are making at the same time,
+    in one statement that is its own transaction (`_SettlementBatches`). `fields` holds
+    exactly SETTLED_COLUMNS. Returns the budget periods' totals before and after (empty
+    for all but one settlement of a batch), or None when the row was not pending
+    (nothing was changed). Raises ValueError when `fields` names other columns than the
+    function writes, and DatabaseError when the database refused the settlement."""
     if fields.keys() != set(SETTLED_COLUMNS):
         raise ValueError(
             "billing_usage_settle writes exactly SETTLED_COLUMNS; a new ledger column "
@@ -79,42 +90,184 @@ def settle_statement(
             f"{sorted(fields.keys() ^ set(SETTLED_COLUMNS))}"
         )
     day, role_id, model_id, provider, person_id = rollup_key
-    delta = {name: value for name, value in rollup_delta.values().items() if name != "tasks"}
+    item = {
+        "usage_id": usage_id,
+        "fields": fields,
+        "task_id": task_id,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cost": cost,
+        "spent": spent or Decimal(0),
+        "reserved": reserved,
+        "period_ids": period_ids,
+        "day": day,
+        "role_id": role_id,
+        "model_id": model_id,
+        "provider": provider,
+        "person_id": person_id,
+        "delta": {k: v for k, v in rollup_delta.values().items() if k != "tasks"},
+    }
+    if connection.in_atomic_block:
+        # Part of the caller's transaction: settle this row alone, inside it.
+        return _settle_one(item)
+    return _batches.settle(item)
+
+
+def _settle_one(item: dict[str, Any]) -> list[PeriodAfter] | None:
     with connection.cursor() as cursor:
         cursor.execute(
             _CALL,
             [
-                usage_id,
-                _json(fields),
-                task_id,
-                input_tokens,
-                output_tokens,
-                cost,
-                spent or Decimal(0),
-                reserved,
-                period_ids,
-                day,
-                role_id,
-                model_id,
-                provider,
-                person_id,
-                _json(delta),
+                item["usage_id"],
+                _json(item["fields"]),
+                item["task_id"],
+                item["input_tokens"],
+                item["output_tokens"],
+                item["cost"],
+                item["spent"],
+                item["reserved"],
+                item["period_ids"],
+                item["day"],
+                item["role_id"],
+                item["model_id"],
+                item["provider"],
+                item["person_id"],
+                _json(item["delta"]),
             ],
         )
         rows = cursor.fetchall()
     if not rows:
         return None
+    spent = item["spent"]
     return [
-        # Django leaves jsonb undecoded on raw cursors.
         PeriodAfter(
             period_id=pid,
             spent=spent_after,
+            spent_before=EXACT.subtract(spent_after, spent),
             limit=limit,
-            thresholds=raw if isinstance(raw, list) else json.loads(raw),
+            thresholds=_thresholds(raw),
         )
         for pid, spent_after, limit, raw in rows
         if pid is not None
     ]
+
+
+@dataclass
+class _Waiting:
+    item: dict[str, Any]
+    done: bool = False
+    closed: bool = False
+    periods: list[PeriodAfter] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class _SettlementBatches:
+    """Settlements from many threads of one process, closed a batch at a time.
+
+    A settling thread queues its row. If no batch is being written, it takes every row
+    queued (up to BATCH_LIMIT, its own among them) and writes them in one call of
+    `billing_usage_settle_many` on its own connection, then wakes the others; otherwise
+    it waits, and takes the next batch itself if its row is still queued when the
+    current one ends. A lone settlement is a batch of one, at no extra wait. The budget
+    periods' totals, before and after the batch, go to one closed settlement of the
+    batch, so the thresholds the batch crossed are recorded once.
+    """
+
+    BATCH_LIMIT = 64
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._queue: list[_Waiting] = []
+        self._writing = False
+
+    def settle(self, item: dict[str, Any]) -> list[PeriodAfter] | None:
+        mine = _Waiting(item)
+        with self._changed:
+            self._queue.append(mine)
+        while True:
+            with self._changed:
+                while self._writing and not mine.done:
+                    self._changed.wait()
+                if mine.done:
+                    break
+                self._writing = True
+                batch = self._queue[: self.BATCH_LIMIT]
+                del self._queue[: self.BATCH_LIMIT]
+            try:
+                _write(batch)
+            finally:
+                with self._changed:
+                    self._writing = False
+                    self._changed.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return mine.periods if mine.closed else None
+
+
+def _write(batch: list[_Waiting]) -> None:
+    """Write a batch in one transaction; if it fails, each row alone, so that one bad
+    row fails only its own settlement."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(_CALL_MANY, [json.dumps([_item_json(w.item) for w in batch])])
+            rows = cursor.fetchall()
+    except DatabaseError:
+        if len(batch) == 1:
+            batch[0].error = sys.exc_info()[1]
+            batch[0].done = True
+            return
+        for waiting in batch:
+            try:
+                periods = _settle_one(waiting.item)
+            except DatabaseError as exc:
+                waiting.error = exc
+            else:
+                waiting.closed = periods is not None
+                waiting.periods = periods or []
+            waiting.done = True
+        return
+    closed = {usage_id for usage_id, pid, *_ in rows if pid is None}
+    periods = [
+        PeriodAfter(
+            period_id=pid,
+            spent=spent_after,
+            spent_before=spent_before,
+            limit=limit,
+            thresholds=_thresholds(raw),
+        )
+        for _, pid, spent_after, limit, raw, spent_before in rows
+        if pid is not None
+    ]
+    for waiting in batch:
+        waiting.closed = waiting.item["usage_id"] in closed
+        waiting.done = True
+    batch_writer = next((w for w in batch if w.closed), None)
+    if batch_writer is not None:
+        batch_writer.periods = periods
+
+
+_batches = _SettlementBatches()
+
+
+def _thresholds(raw: Any) -> list[int]:
+    # Django leaves jsonb undecoded on raw cursors.
+    return raw if isinstance(raw, list) else json.loads(raw)
+
+
+def _item_json(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{k: _plain(v) for k, v in item.items() if k not in ("fields", "delta")},
+        "fields": {k: _plain(v) for k, v in item["fields"].items()},
+        "delta": {k: _plain(v) for k, v in item["delta"].items()},
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
 
 
 def _json(values: dict[str, Any]) -> str:

@@ -71,7 +71,7 @@ class TaskAdmin(admin.ModelAdmin):
         "created_by",
     ]
     list_display_links = ["id", "excerpt"]
-    list_filter = ["status", "role", "created_at"]
+    list_filter = ["status", "kind", "role", "created_at"]
     list_select_related = ["role", "created_by"]
     search_fields = ["prompt", "title"]
     # A task is a record of work done: after submission only its title may be edited.
@@ -94,6 +94,10 @@ class TaskAdmin(admin.ModelAdmin):
         "cost_usd",
         "provider_calls",
         "model_label",
+        "kind",
+        "parent",
+        "strategy_role",
+        "prefix",
     ]
     fieldsets = [
         (None, {"fields": ["role", "title", "prompt", "max_tokens", "created_by"]}),
@@ -115,6 +119,7 @@ class TaskAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Spec then execute", {"fields": ["kind", "parent", "strategy_role", "prefix"]}),
     ]
 
     @admin.display(description="Task")

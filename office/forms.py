@@ -8,7 +8,7 @@ from django import forms
 from django.conf import settings
 
 from office.errors import DomainError
-from office.models import Role, TaskStatus, TaskTier
+from office.models import SUBMITTABLE_KINDS, Role, TaskKind, TaskStatus, TaskTier
 from office.selectors import roles_active
 
 
@@ -66,12 +66,31 @@ class TaskForm(DomainErrorFormMixin, forms.Form):
             "instead of the automatic estimate."
         ),
     )
+    kind = forms.ChoiceField(
+        choices=[(kind.value, kind.label) for kind in SUBMITTABLE_KINDS],
+        initial=TaskKind.TASK,
+        required=False,  # left out: a plain task
+        label="Workflow",
+        help_text=(
+            "Spec then execute: the strategy role below first writes an implementation "
+            "spec, then the role above carries it out (two steps, billed apart)."
+        ),
+    )
+    strategy_role = forms.ModelChoiceField(
+        queryset=Role.objects.none(),
+        to_field_name="slug",
+        required=False,
+        empty_label="None",
+        label="Strategy role",
+        help_text="Spec then execute only: the role that writes the spec (a premium model).",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["urls"].help_text += f" At most {settings.ROSTER_TASK_MAX_URLS}."
         # Evaluated per form, so that a role added a moment ago is offered.
         self.fields["role"].queryset = roles_active()
+        self.fields["strategy_role"].queryset = roles_active()
         # Browser hints only: task_submit enforces the limits and words the messages.
         self.fields["prompt"].widget.attrs["maxlength"] = settings.ROSTER_MAX_PROMPT_CHARS
         self.fields["max_tokens"].widget.attrs.update(

@@ -57,6 +57,24 @@ class TaskTier(models.TextChoices):
     HIGH = "high", "High"
 
 
+class TaskKind(models.TextChoices):
+    """What a task is: a task of its own, or a spec-then-execute task and its two steps.
+
+    A `spec_execute` task makes no call itself: its strategy role writes an implementation
+    spec (a `spec` step), then its role carries the spec out (an `execute` step); its
+    status and result follow the steps (agents.workflows).
+    """
+
+    TASK = "task", "Task"
+    SPEC_EXECUTE = "spec_execute", "Spec then execute"
+    SPEC = "spec", "Spec step"
+    EXECUTE = "execute", "Execution step"
+
+
+# What people and programs may submit; the steps are created by the workflow.
+SUBMITTABLE_KINDS = (TaskKind.TASK, TaskKind.SPEC_EXECUTE)
+STEP_KINDS = (TaskKind.SPEC, TaskKind.EXECUTE)
+
 TERMINAL_STATUSES = frozenset({TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.OVER_BUDGET})
 
 
@@ -129,6 +147,27 @@ class Task(models.Model):
     # What routing decided and why, one entry per step, in order (written by agents; each
     # entry has at least "step", "outcome" and "why"; see docs/routing.md).
     routing_decisions = models.JSONField(default=list, blank=True)
+    # Spec then execute (TaskKind): the parent task names both roles (`role` carries the
+    # spec out, `strategy_role` writes it); each step points at its parent.
+    kind = models.CharField(max_length=20, choices=TaskKind.choices, default=TaskKind.TASK)
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="steps"
+    )
+    strategy_role = models.ForeignKey(
+        Role,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Spec then execute: the role that writes the implementation spec.",
+    )
+    prefix = models.TextField(
+        blank=True,
+        help_text=(
+            "Stable text sent after the role's system prompt and before the prompt, "
+            "cacheable (a step's spec template or spec)."
+        ),
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -136,6 +175,24 @@ class Task(models.Model):
             models.Index(fields=["status", "dispatched_at"]),
             # "Most expensive tasks" reports read the top of this on PostgreSQL.
             models.Index(models.F("cost").desc(), "id", name="task_cost_desc"),
+        ]
+        constraints = [
+            # A workflow creates each of its steps once, however often it is advanced.
+            models.UniqueConstraint(
+                fields=["parent", "kind"],
+                condition=models.Q(parent__isnull=False),
+                name="task_one_step_of_each_kind",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind__in=STEP_KINDS, parent__isnull=False)
+                | (~models.Q(kind__in=STEP_KINDS) & models.Q(parent__isnull=True)),
+                name="task_steps_have_a_parent",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind=TaskKind.SPEC_EXECUTE, strategy_role__isnull=False)
+                | (~models.Q(kind=TaskKind.SPEC_EXECUTE) & models.Q(strategy_role__isnull=True)),
+                name="task_spec_execute_has_a_strategy_role",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -15,7 +15,16 @@ from django.utils.module_loading import import_string
 
 from office.celery import app as celery_app
 from office.errors import TaskRejected
-from office.models import TERMINAL_STATUSES, ApiToken, Role, Task, TaskStatus, TaskTier
+from office.models import (
+    SUBMITTABLE_KINDS,
+    TERMINAL_STATUSES,
+    ApiToken,
+    Role,
+    Task,
+    TaskKind,
+    TaskStatus,
+    TaskTier,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +44,8 @@ def task_submit(
     title: str = "",
     max_tokens: int | None = None,
     tier_hint: str = "",
+    kind: str = TaskKind.TASK,
+    strategy_role: Role | str | None = None,
     urls: Sequence[str] = (),
     follow_up_of: Task | int | None = None,
 ) -> Task:
@@ -44,16 +55,20 @@ def task_submit(
     instead of its classifier. `urls` are pages the role should read (http or https, at
     most ROSTER_TASK_MAX_URLS; the helper fetches them). `follow_up_of` is an earlier,
     finished task of the same person: the new task continues its thread, and its
-    prompt is sent with the thread's history.
+    prompt is sent with the thread's history. `kind` "spec_execute" makes a
+    spec-then-execute task: `strategy_role` writes an implementation spec, then `role`
+    carries it out (each a step of its own, billed apart; agents.workflows).
 
     Returns the saved Task. Raises TaskRejected with a `field` and a readable message for
     an unknown or inactive role, a role that cannot run (no model bound), an empty or
     oversized prompt, a max_tokens outside 1..ROSTER_MAX_TOKENS_LIMIT, an unknown tier
-    hint, a URL that is not http(s) (`url_invalid`), too many URLs (`urls_too_many`), or a
-    follow-up of a task that is not the same person's (`follow_up_unknown`) or not
-    finished (`follow_up_unfinished`).
+    hint or kind, a strategy role missing (spec_execute) or given for another kind, a URL
+    that is not http(s) (`url_invalid`), too many URLs (`urls_too_many`), or a follow-up
+    of a task that is not the same person's (`follow_up_unknown`) or not finished
+    (`follow_up_unfinished`).
     """
     role_obj = _role_for(role)
+    strategy = _strategy_role_for(kind=kind, strategy_role=strategy_role)
     prompt = (prompt or "").strip()
     if not prompt:
         raise TaskRejected("The prompt is empty.", code="prompt_empty", field="prompt")
@@ -77,10 +92,11 @@ def task_submit(
             code="tier_hint_invalid",
             field="tier_hint",
         )
+    _check_runnable(role_obj, field="role")
+    if strategy is not None:
+        _check_runnable(strategy, field="strategy_role")
     clean_urls = _urls_checked(urls)
     parent = _follow_up_checked(follow_up_of, created_by=created_by)
-    for check_path in settings.ROSTER_TASK_SUBMIT_CHECKS:
-        import_string(check_path)(role=role_obj)
 
     with transaction.atomic():
         task = Task.objects.create(
@@ -94,6 +110,8 @@ def task_submit(
             thread_root_id=None if parent is None else parent.thread_id,
             thread_turn=1 if parent is None else parent.thread_turn + 1,
             created_by=created_by,
+            kind=kind,
+            strategy_role=strategy,
         )
         transaction.on_commit(lambda: task_dispatch(task_id=task.pk))
     return task
@@ -172,18 +190,53 @@ def _follow_up_checked(
     return parent
 
 
-def _role_for(role: Role | str) -> Role:
+def _role_for(role: Role | str, *, field: str = "role") -> Role:
     if isinstance(role, Role):
         role_obj = role
     else:
         role_obj = Role.objects.filter(slug=role).first()
         if role_obj is None:
-            raise TaskRejected(f"There is no role {role!r}.", code="role_unknown", field="role")
+            raise TaskRejected(f"There is no role {role!r}.", code="role_unknown", field=field)
     if not role_obj.is_active:
         raise TaskRejected(
-            f"The role {role_obj.slug!r} is inactive.", code="role_inactive", field="role"
+            f"The role {role_obj.slug!r} is inactive.", code="role_inactive", field=field
         )
     return role_obj
+
+
+def _strategy_role_for(*, kind: str, strategy_role: Role | str | None) -> Role | None:
+    """The strategy role of a task of this kind (None for a plain task)."""
+    if kind not in SUBMITTABLE_KINDS:
+        kinds = ", ".join(str(k) for k in SUBMITTABLE_KINDS)
+        raise TaskRejected(
+            f"The kind {kind!r} is not one of {kinds}.", code="kind_invalid", field="kind"
+        )
+    if kind != TaskKind.SPEC_EXECUTE:
+        if strategy_role:
+            raise TaskRejected(
+                "Only a spec-then-execute task (kind spec_execute) has a strategy role.",
+                code="strategy_role_unexpected",
+                field="strategy_role",
+            )
+        return None
+    if not strategy_role:
+        raise TaskRejected(
+            "A spec-then-execute task needs a strategy role, the role that writes the spec.",
+            code="strategy_role_missing",
+            field="strategy_role",
+        )
+    return _role_for(strategy_role, field="strategy_role")
+
+
+def _check_runnable(role: Role, *, field: str) -> None:
+    """Run ROSTER_TASK_SUBMIT_CHECKS on a role; their refusals name `field`."""
+    for check_path in settings.ROSTER_TASK_SUBMIT_CHECKS:
+        try:
+            import_string(check_path)(role=role)
+        except TaskRejected as exc:
+            if exc.field == "role":
+                exc.field = field
+            raise
 
 
 def api_token_create(
@@ -201,19 +254,25 @@ def api_token_create(
     return token, raw
 
 
-def task_dispatch(*, task_id: int) -> bool:
+def task_dispatch(*, task_id: int, countdown: float | None = None) -> bool:
     """Send the task to the workers and stamp when. Returns False if the broker refused.
 
     A task the helper has not prepared yet goes to preparation (the `helper` queue),
-    which dispatches it again when done; a prepared one goes to execution.
+    which dispatches it again when done; a prepared one goes to execution. With
+    `countdown` (seconds) a worker starts it no earlier than that (a task waiting for a
+    rate limit slot); it is stamped as dispatched when it is due, so the sweeper does not
+    take it for lost meanwhile.
 
     A refusal is logged, not raised: the task is saved and queued, and the sweeper
     dispatches it again (ROSTER_REDISPATCH_AFTER), so nothing is lost.
     """
-    Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED).update(dispatched_at=timezone.now())
+    due = timezone.now() + timedelta(seconds=countdown or 0)
+    Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED).update(dispatched_at=due)
     prepared = Task.objects.filter(pk=task_id, prepared_at__isnull=False).exists()
     try:
-        celery_app.send_task(EXECUTE_TASK if prepared else PREPARE_TASK, args=[task_id])
+        celery_app.send_task(
+            EXECUTE_TASK if prepared else PREPARE_TASK, args=[task_id], countdown=countdown
+        )
     except Exception:
         logger.exception("could not dispatch task %s; the sweeper will retry", task_id)
         return False

@@ -291,6 +291,17 @@ ROSTER_RATE_LIMIT_REDIS_URL = env.str("ROSTER_RATE_LIMIT_REDIS_URL", default="")
 ROSTER_RATE_LIMIT_MARGIN_SECONDS = env.float("ROSTER_RATE_LIMIT_MARGIN_SECONDS", default=1.0)
 if not 0 <= ROSTER_RATE_LIMIT_MARGIN_SECONDS <= 60:
     raise ImproperlyConfigured("ROSTER_RATE_LIMIT_MARGIN_SECONDS must be between 0 and 60")
+# How long the limits' "minute" lasts. For tests only: the end-to-end rate limit test
+# shortens it to watch the window slide in seconds. Anything but 60 changes what every
+# credential's per-minute limits mean.
+ROSTER_RATE_LIMIT_WINDOW_SECONDS = env.float("ROSTER_RATE_LIMIT_WINDOW_SECONDS", default=60.0)
+if not 1 <= ROSTER_RATE_LIMIT_WINDOW_SECONDS <= 60:
+    raise ImproperlyConfigured("ROSTER_RATE_LIMIT_WINDOW_SECONDS must be between 1 and 60")
+# A task whose rate limiter is unreachable (Redis down) goes back to the queue and asks
+# again after about this many seconds; calls never go out unlimited.
+ROSTER_RATE_LIMIT_UNAVAILABLE_DELAY = env.float("ROSTER_RATE_LIMIT_UNAVAILABLE_DELAY", default=5.0)
+if not 0 < ROSTER_RATE_LIMIT_UNAVAILABLE_DELAY <= 600:
+    raise ImproperlyConfigured("ROSTER_RATE_LIMIT_UNAVAILABLE_DELAY must be in (0, 600] seconds")
 
 # The bundled OpenRouter catalog snapshot, used by the demo seed and offline syncs.
 ROSTER_CATALOG_SNAPSHOT = BASE_DIR / "billing" / "data" / "openrouter-models-2026-06.json"

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from office.errors import TaskRejected
 from office.forms import TaskFilterForm, TaskForm
-from office.models import Task
+from office.models import Task, TaskKind
 from office.selectors import tasks_visible_to
 from office.services import task_submit
 
@@ -66,6 +66,8 @@ def task_create(request: HttpRequest) -> HttpResponse:
                 title=data["title"],
                 max_tokens=data["max_tokens"],
                 tier_hint=data["tier_hint"],
+                kind=data["kind"] or TaskKind.TASK,
+                strategy_role=data["strategy_role"],
                 urls=data["urls"],
                 follow_up_of=data["follow_up_of"],
                 created_by=request.user,

@@ -28,13 +28,18 @@ def messages_payload(request: ChatRequest) -> dict[str, Any]:
         "max_tokens": request.max_tokens,
         "messages": [{"role": m.role, "content": m.content} for m in request.messages],
     }
-    if request.system:
-        # A role's system prompt is the same on every call: marking it as a cache
-        # breakpoint makes repeat calls read it at the cache price (prompts shorter than
-        # the model's minimum are simply not cached).
-        payload["system"] = [
-            {"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}
-        ]
+    # Anthropic caches only what a request marks: each stable part of the system prompt
+    # (the role's prompt, shared by all its tasks; then the task's prefix, such as a spec,
+    # shared by its retries and later steps) ends with a cache breakpoint, so repeat calls
+    # read it at the cache price. Two of the four breakpoints a request may carry; parts
+    # shorter than the model's minimum are simply not cached.
+    blocks = [
+        {"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}
+        for text in (request.system, request.prefix)
+        if text
+    ]
+    if blocks:
+        payload["system"] = blocks
     return payload
 
 
@@ -124,6 +129,7 @@ class AnthropicAdapter:
             payload=messages_payload(request),
             provider_label=label,
             secret=endpoint.api_key,
+            timeout=request.timeout,
         )
         return parse_message(response.data, provider_label=label, secret=endpoint.api_key)
 

@@ -21,9 +21,23 @@ class ChatRequest:
     messages: tuple[ChatMessage, ...]
     max_tokens: int
     system: str = ""
+    # Stable text sent right after the system prompt and before the messages, such as a
+    # spec-then-execute step's spec: with the system prompt it forms the prompt's stable
+    # prefix, marked cacheable where the provider needs it (Anthropic) and kept first
+    # where caching is automatic (OpenAI-compatible, Gemini).
+    prefix: str = ""
     # Our id for this call, sent as a header so the provider's logs can be matched to the
     # ledger (the sandbox provider records it).
     call_id: str = ""
+    # Seconds this call may take instead of ROSTER_PROVIDER_TIMEOUT (a route candidate's
+    # own timeout); None: the shared client's.
+    timeout: float | None = None
+
+    @property
+    def instructions(self) -> str:
+        """The system prompt and the prefix as one text, for wire formats that take a
+        single system message (a blank line between them)."""
+        return "\n\n".join(part for part in (self.system, self.prefix) if part)
 
 
 @dataclass(frozen=True)

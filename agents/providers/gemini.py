@@ -45,8 +45,10 @@ def generate_payload(request: ChatRequest) -> dict[str, Any]:
         ],
         "generationConfig": {"maxOutputTokens": request.max_tokens},
     }
-    if request.system:
-        payload["systemInstruction"] = {"parts": [{"text": request.system}]}
+    # Gemini caches repeated prefixes implicitly: nothing to mark, the stable parts go first.
+    parts = [{"text": text} for text in (request.system, request.prefix) if text]
+    if parts:
+        payload["systemInstruction"] = {"parts": parts}
     return payload
 
 
@@ -120,6 +122,7 @@ class GeminiAdapter:
             payload=generate_payload(request),
             provider_label=label,
             secret=endpoint.api_key,
+            timeout=request.timeout,
         )
         return parse_generate_response(response.data, provider_label=label, secret=endpoint.api_key)
 

@@ -121,11 +121,13 @@ def post_json(
     payload: Mapping[str, Any],
     provider_label: str,
     secret: str,
+    timeout: float | None = None,
 ) -> JsonResponse:
     """POST `payload` as JSON and return the provider's 2xx JSON object.
 
     Numbers with a fraction are parsed as Decimal (money stays exact). `provider_label`
-    names the provider in error messages; `secret` is masked out of them.
+    names the provider in error messages; `secret` is masked out of them. `timeout`
+    (seconds) replaces ROSTER_PROVIDER_TIMEOUT for this request (see request_timeout).
     Raises ProviderError for transport failures, non-2xx answers and malformed bodies.
     """
     return _request_json(
@@ -135,6 +137,7 @@ def post_json(
         payload=payload,
         provider_label=provider_label,
         secret=secret,
+        timeout=timeout,
     )
 
 
@@ -155,14 +158,20 @@ def _request_json(
     payload: Mapping[str, Any] | None,
     provider_label: str,
     secret: str,
+    timeout: float | None = None,
 ) -> JsonResponse:
     client = get_client()
+    limits = client.timeout if timeout is None else request_timeout(timeout)
     try:
         response = client.request(
-            method, url, headers={"Accept": "application/json", **headers}, json=payload
+            method,
+            url,
+            headers={"Accept": "application/json", **headers},
+            json=payload,
+            timeout=limits,
         )
     except httpx.TimeoutException as exc:
-        raise _timeout_error(exc, client.timeout, provider_label, secret) from exc
+        raise _timeout_error(exc, limits, provider_label, secret) from exc
     except httpx.ConnectError as exc:
         raise provider_error(
             f"could not connect to {provider_label}: {exc}",
@@ -211,6 +220,19 @@ def _request_json(
             status_code=response.status_code,
         )
     return JsonResponse(data=data, headers=response.headers, status=response.status_code)
+
+
+def request_timeout(seconds: float) -> httpx.Timeout:
+    """The timeouts of one request with its own limit (a route candidate's): `seconds` for
+    reading, writing and waiting for a pooled connection, and the shorter of it and
+    ROSTER_PROVIDER_CONNECT_TIMEOUT for connecting.
+
+    Raises ValueError unless `seconds` is a positive number.
+    """
+    if not seconds > 0:
+        raise ValueError(f"a request timeout must be above 0 seconds, got {seconds!r}")
+    connect = min(seconds, settings.ROSTER_PROVIDER_CONNECT_TIMEOUT)
+    return httpx.Timeout(seconds, connect=connect)
 
 
 def _timeout_error(

@@ -43,7 +43,10 @@ def is_openai(base_url: str) -> bool:
 
 def chat_payload(request: ChatRequest, *, base_url: str) -> dict[str, Any]:
     """Return the JSON body of a chat completion request for this endpoint."""
-    messages = [{"role": "system", "content": request.system}] if request.system else []
+    # Caching is automatic and by prefix: the stable part (system prompt, then the task's
+    # prefix) goes first, in one system message, which every local server accepts.
+    instructions = request.instructions
+    messages = [{"role": "system", "content": instructions}] if instructions else []
     messages += [{"role": m.role, "content": m.content} for m in request.messages]
     # OpenAI's reasoning models reject max_tokens; most other servers only know max_tokens.
     limit_field = "max_completion_tokens" if is_openai(base_url) else "max_tokens"
@@ -154,6 +157,7 @@ class OpenAICompatAdapter:
             payload=chat_payload(request, base_url=endpoint.base_url),
             provider_label=label,
             secret=endpoint.api_key,
+            timeout=request.timeout,
         )
         return parse_chat_completion(response.data, provider_label=label, secret=endpoint.api_key)
 

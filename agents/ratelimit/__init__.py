@@ -29,7 +29,6 @@ from django.core.exceptions import ImproperlyConfigured
 from agents.models import Credential
 from agents.ratelimit.database_log import DatabaseRateLimiter
 from agents.ratelimit.decision import (
-    WINDOW_SECONDS,
     RateDecision,
     RateLimiter,
     RateLimitError,
@@ -47,6 +46,7 @@ __all__ = [
     "rate_limiter",
     "rate_slot_acquire",
     "rate_tokens_adjust",
+    "rate_window_seconds",
     "redis_keys",
 ]
 
@@ -106,6 +106,13 @@ def rate_tokens_adjust(
     )
 
 
+def rate_window_seconds() -> float:
+    """How long a grant is held: the limits' minute (60 seconds, which only tests
+    shorten with ROSTER_RATE_LIMIT_WINDOW_SECONDS) plus ROSTER_RATE_LIMIT_MARGIN_SECONDS."""
+    minute: float = settings.ROSTER_RATE_LIMIT_WINDOW_SECONDS
+    return minute + settings.ROSTER_RATE_LIMIT_MARGIN_SECONDS
+
+
 def rate_limiter() -> RateLimiter:
     """The limiter the settings choose: ROSTER_RATE_LIMIT_BACKEND, where "auto" means
     Redis when a Redis URL is known (ROSTER_RATE_LIMIT_REDIS_URL, else a redis:// or
@@ -118,7 +125,7 @@ def rate_limiter() -> RateLimiter:
         raise ImproperlyConfigured(
             f"ROSTER_RATE_LIMIT_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}"
         )
-    window = WINDOW_SECONDS + settings.ROSTER_RATE_LIMIT_MARGIN_SECONDS
+    window = rate_window_seconds()
     redis_url = settings.ROSTER_RATE_LIMIT_REDIS_URL
     if not redis_url and urlsplit(settings.CELERY_BROKER_URL).scheme in REDIS_SCHEMES:
         redis_url = settings.CELERY_BROKER_URL

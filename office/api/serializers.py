@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from rest_framework import serializers
 
 from office.fields import decimal_text
+from office.models import Task, TaskKind
 
 
 class ExactDecimalStringField(serializers.Field):
@@ -50,6 +52,36 @@ class TaskCreateInputSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Id of an earlier, finished task of yours: this one continues its thread.",
     )
+    kind = serializers.CharField(
+        max_length=20,
+        required=False,
+        default="task",
+        help_text=(
+            "task (default), or spec_execute: `strategy_role` writes an implementation "
+            "spec, then `role` carries it out."
+        ),
+    )
+    strategy_role = serializers.CharField(
+        max_length=50,
+        required=False,
+        allow_blank=True,
+        help_text="spec_execute only: the slug of the role that writes the spec.",
+    )
+
+
+class TaskStepSerializer(serializers.Serializer):
+    """One step of a spec-then-execute task, as its parent lists it."""
+
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    role = serializers.CharField(source="role.slug")
+    status = serializers.CharField()
+    cost = ExactDecimalStringField(help_text="USD, exact, as a string.")
+    provider_calls = serializers.IntegerField()
+    model_label = serializers.CharField()
+    url = serializers.HyperlinkedIdentityField(
+        view_name="office_api:task_detail", lookup_url_kwarg="task_id"
+    )
 
 
 class TaskOutputSerializer(serializers.Serializer):
@@ -68,6 +100,19 @@ class TaskOutputSerializer(serializers.Serializer):
     tier_hint = serializers.CharField()
     routing_decisions = serializers.JSONField(
         help_text="What routing decided and why, step by step (docs/routing.md)."
+    )
+    kind = serializers.CharField(
+        help_text="task, spec_execute, or one of its steps: spec, execute."
+    )
+    strategy_role = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    parent = serializers.HyperlinkedRelatedField(
+        view_name="office_api:task_detail",
+        lookup_url_kwarg="task_id",
+        read_only=True,
+        help_text="A step's spec-then-execute task (null for others).",
+    )
+    steps = serializers.SerializerMethodField(
+        help_text="A spec-then-execute task's steps, in order, each billed on its own."
     )
     urls = serializers.JSONField()
     page_notes = serializers.JSONField(
@@ -92,3 +137,9 @@ class TaskOutputSerializer(serializers.Serializer):
     url = serializers.HyperlinkedIdentityField(
         view_name="office_api:task_detail", lookup_url_kwarg="task_id"
     )
+
+    def get_steps(self, task: Task) -> list[dict[str, Any]]:
+        if task.kind != TaskKind.SPEC_EXECUTE:
+            return []  # only a spec-then-execute task has steps: no query for the others
+        steps = task.steps.select_related("role").order_by("pk")
+        return list(TaskStepSerializer(steps, many=True, context=self.context).data)

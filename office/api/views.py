@@ -38,6 +38,8 @@ class TaskCreateApi(APIView):
             title=data.get("title", ""),
             max_tokens=data.get("max_tokens"),
             tier_hint=data.get("tier_hint", ""),
+            kind=data["kind"],
+            strategy_role=data.get("strategy_role") or None,
             urls=data.get("urls", ()),
             follow_up_of=data.get("follow_up_of"),
             created_by=request.user,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.utils import format_datetime
@@ -23,7 +24,7 @@ from agents.providers.base import (
     Endpoint,
     ProviderError,
 )
-from agents.providers.http import reset_client
+from agents.providers.http import request_timeout, reset_client
 from agents.providers.registry import adapter_for
 from billing.pricing import TokenUsage
 
@@ -845,3 +846,127 @@ def test_key_in_transport_error_text_is_masked(respx_mock: respx.MockRouter) -> 
     )
     assert PLAIN_KEY not in error.message
     assert error.message == "connection to OpenAI failed: ProxyError: proxy refused token ***"
+
+
+# --- A stable prefix and a per-request timeout ---------------------------------------------
+
+SPEC = "# Task title\nRename the report.\n\n## Goal\nOne name everywhere."
+WITH_PREFIX = replace(REQUEST, messages=(ChatMessage(role="user", content="Do it."),), prefix=SPEC)
+
+
+def test_anthropic_marks_the_system_prompt_and_the_prefix_as_two_cache_breakpoints(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post("https://api.anthropic.com/v1/messages").mock(
+        return_value=json_reply(200, recorded("anthropic_message.json"))
+    )
+    anthropic.ADAPTER.complete(
+        endpoint=Endpoint(base_url=ANTHROPIC_URL, api_key=KEY), request=WITH_PREFIX
+    )
+
+    assert sent_json(route)["system"] == [
+        {
+            "type": "text",
+            "text": "You are the finance analyst.",
+            "cache_control": {"type": "ephemeral"},
+        },
+        {"type": "text", "text": SPEC, "cache_control": {"type": "ephemeral"}},
+    ]
+    assert sent_json(route)["messages"] == [{"role": "user", "content": "Do it."}]
+
+
+def test_anthropic_prefix_without_a_system_prompt_is_the_only_block(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post("https://api.anthropic.com/v1/messages").mock(
+        return_value=json_reply(200, recorded("anthropic_message.json"))
+    )
+    anthropic.ADAPTER.complete(
+        endpoint=Endpoint(base_url=ANTHROPIC_URL, api_key=KEY),
+        request=replace(WITH_PREFIX, system=""),
+    )
+
+    assert sent_json(route)["system"] == [
+        {"type": "text", "text": SPEC, "cache_control": {"type": "ephemeral"}}
+    ]
+
+
+def test_openai_sends_the_prefix_after_the_system_prompt_in_one_first_message(
+    respx_mock: respx.MockRouter,
+) -> None:
+    _, route = call_openai(
+        respx_mock, json_reply(200, recorded("openai_chat.json")), request=WITH_PREFIX
+    )
+
+    assert sent_json(route)["messages"] == [
+        {"role": "system", "content": f"You are the finance analyst.\n\n{SPEC}"},
+        {"role": "user", "content": "Do it."},
+    ]
+
+
+def test_gemini_sends_the_prefix_as_a_second_system_instruction_part(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(GEMINI_ENDPOINT).mock(
+        return_value=json_reply(200, recorded("gemini_generate.json"))
+    )
+    gemini.ADAPTER.complete(
+        endpoint=Endpoint(base_url=GEMINI_URL, api_key=KEY), request=WITH_PREFIX
+    )
+
+    assert sent_json(route)["systemInstruction"] == {
+        "parts": [{"text": "You are the finance analyst."}, {"text": SPEC}]
+    }
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic", "gemini"])
+def test_a_request_timeout_replaces_the_clients_for_that_call_only(
+    respx_mock: respx.MockRouter, settings: Any, wire: str
+) -> None:
+    settings.ROSTER_PROVIDER_CONNECT_TIMEOUT = 10
+    url, adapter, body, base = {
+        "openai": (f"{OPENAI_URL}/chat/completions", openai_compat, "openai_chat.json", OPENAI_URL),
+        "anthropic": (
+            f"{ANTHROPIC_URL}/v1/messages",
+            anthropic,
+            "anthropic_message.json",
+            ANTHROPIC_URL,
+        ),
+        "gemini": (GEMINI_ENDPOINT, gemini, "gemini_generate.json", GEMINI_URL),
+    }[wire]
+    route = respx_mock.post(url).mock(return_value=json_reply(200, recorded(body)))
+    endpoint = Endpoint(base_url=base, api_key=KEY)
+
+    adapter.ADAPTER.complete(endpoint=endpoint, request=replace(REQUEST, timeout=2.5))
+    adapter.ADAPTER.complete(endpoint=endpoint, request=REQUEST)
+
+    own, default = (call.request.extensions["timeout"] for call in route.calls)
+    assert own == {"connect": 2.5, "read": 2.5, "write": 2.5, "pool": 2.5}
+    assert default["read"] == settings.ROSTER_PROVIDER_TIMEOUT
+
+
+def test_a_long_request_timeout_keeps_the_shorter_connect_timeout(settings: Any) -> None:
+    settings.ROSTER_PROVIDER_CONNECT_TIMEOUT = 10
+
+    timeout = request_timeout(300)
+
+    assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (10, 300, 300, 300)
+    with pytest.raises(ValueError, match="above 0 seconds"):
+        request_timeout(0)
+
+
+def test_a_request_timeout_names_its_own_limit_when_it_expires(
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post(f"{OPENAI_URL}/chat/completions").mock(
+        side_effect=httpx.ReadTimeout("timed out")
+    )
+
+    with pytest.raises(ProviderError) as caught:
+        openai_compat.ADAPTER.complete(
+            endpoint=Endpoint(base_url=OPENAI_URL, api_key=KEY),
+            request=replace(REQUEST, timeout=2),
+        )
+
+    assert caught.value.message == "OpenAI timed out after 2 s"
+    assert caught.value.permanent is False

@@ -65,7 +65,7 @@ def sent(monkeypatch) -> list[tuple[str, list[int]]]:
     messages: list[tuple[str, list[int]]] = []
     monkeypatch.setattr(
         "office.services.celery_app.send_task",
-        lambda name, args: messages.append((name, list(args))),
+        lambda name, args, countdown=None: messages.append((name, list(args))),
     )
     return messages
 

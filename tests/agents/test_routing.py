@@ -736,3 +736,72 @@ def test_a_tier_hint_that_is_not_a_tier_is_left_to_the_classifier():
 
     assert route.candidates[0].model.slug == "vendor/large"
     assert route.decisions[0].data["source"] == "classifier"
+
+
+# --- A candidate's own timeout --------------------------------------------------------------
+
+
+def test_a_candidates_timeout_travels_with_it_and_is_recorded():
+    binding = make_binding(RoutingPolicy.FALLBACK)
+    add_candidate(binding, CandidateSlot.CHAIN, "local/llama", position=1, timeout_seconds=5)
+    add_candidate(binding, CandidateSlot.CHAIN, "cloud/big", position=2)
+
+    route = plan(binding)
+
+    assert [c.timeout for c in route.candidates] == [5, None]
+    local, cloud = route.decisions[0].data["candidates"]
+    assert local["timeout_seconds"] == 5
+    assert "timeout_seconds" not in cloud  # the provider timeout applies
+
+
+@pytest.mark.parametrize("timeout", [0, 601])
+def test_a_timeout_out_of_range_is_refused_by_name(key, timeout):
+    a, b = CatalogModelFactory(slug="a/one"), CatalogModelFactory(slug="b/two")
+
+    problems = problems_of(
+        "fallback", [spec("chain", a, key, timeout_seconds=timeout), spec("chain", b, key)]
+    )
+
+    assert problems == [
+        "Candidate 1 (Fallback chain, a/one): the timeout must be between 1 and 600 seconds "
+        "(blank: ROSTER_PROVIDER_TIMEOUT)."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "message"),
+    [
+        (0, "Enter a timeout of at least 1 second, or leave it blank for ROSTER_PROVIDER_TIMEOUT."),
+        (601, "Candidate 1 (Fallback chain, m/low): the timeout must be between 1 and 600"),
+    ],
+)
+def test_admin_refuses_a_timeout_out_of_range(admin_client, admin_setup, timeout, message):
+    role, models, credential, base = admin_setup
+    rows = [
+        {"slot": "chain", "position": 1, "model": models["m/low"].pk, "credential": credential.pk},
+        {"slot": "chain", "position": 2, "model": models["m/high"].pk, "credential": credential.pk},
+    ]
+    rows[0]["timeout_seconds"] = timeout
+
+    response = add_binding(admin_client, binding_post({**base, "policy": "fallback"}, rows))
+
+    assert response.status_code == 200
+    assert message in page_text(response)
+    assert not RoleBinding.objects.filter(role=role).exists()
+
+
+def test_admin_saves_a_candidates_timeout(admin_client, admin_setup):
+    role, models, credential, base = admin_setup
+    rows = [
+        {"slot": "chain", "position": 1, "model": models["m/low"].pk, "credential": credential.pk},
+        {"slot": "chain", "position": 2, "model": models["m/high"].pk, "credential": credential.pk},
+    ]
+    rows[0]["timeout_seconds"] = 3
+
+    response = add_binding(admin_client, binding_post({**base, "policy": "fallback"}, rows))
+
+    assert response.status_code == 302, page_text(response)[:3000]
+    binding = RoleBinding.objects.get(role=role)
+    local, cloud = binding.candidates.order_by("position")
+    assert (local.timeout_seconds, cloud.timeout_seconds) == (3, None)
+    assert candidate_spec_of(local).timeout_seconds == 3

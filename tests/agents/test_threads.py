@@ -245,7 +245,9 @@ def test_a_thread_run_turn_by_turn_records_its_re_read_tax_and_savings(
 ):
     settings.ROSTER_THREAD_HISTORY_TOKENS = 300
     settings.ROSTER_THREAD_COMPRESSION_RATIO = RATIO
-    monkeypatch.setattr("office.services.celery_app.send_task", lambda name, args: None)
+    monkeypatch.setattr(
+        "office.services.celery_app.send_task", lambda name, args, countdown=None: None
+    )
     person = UserFactory()
     previous = None
     tasks = []

@@ -4,14 +4,16 @@ rollup measure, closes a row once, and commits on its own outside a transaction.
 from __future__ import annotations
 
 import importlib
+import threading
 from decimal import Decimal
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection
+from django.db import IntegrityError, connection
 
+from billing import settle_postgres
 from billing.ledger import CallTarget, LedgerError, usage_open, usage_settle
-from billing.models import Budget, BudgetPeriod, Usage, UsageRollup
+from billing.models import Alert, Budget, BudgetPeriod, Usage, UsageRollup
 from billing.pricing import TokenUsage
 from billing.rollups import ROLLUP_FIELDS
 from billing.settle_postgres import ROLLUP_MEASURES, SETTLED_COLUMNS
@@ -86,3 +88,116 @@ def test_settling_outside_a_transaction_commits_row_task_rollup_and_counters_at_
     period.refresh_from_db()
     assert period.spent == cost
     assert UsageRollup.objects.get().calls == 1
+
+
+def _open_calls(count: int, *, thresholds: list[int] | None = None):
+    model = CatalogModelFactory()
+    ModelPriceFactory(model=model, prompt=Decimal("0.000001"), completion=Decimal("0.000002"))
+    budget = Budget.objects.create(
+        name="office",
+        scope="office",
+        period="month",
+        limit=Decimal("0.01"),
+        action="alert_only",
+        thresholds=thresholds or [50],
+    )
+    target = CallTarget(model=model, provider="openrouter", credential_id=None,
+                        credential_label="k", upstream_model=model.slug)  # fmt: skip
+    first = TaskFactory()
+    calls = [
+        usage_open(
+            task=TaskFactory(role=first.role, created_by=first.created_by),
+            target=target,
+            attempt=1,
+            estimated_input_tokens=10,
+            input_tokens_bound=40,
+            max_output_tokens=50,
+        )
+        for _ in range(count)
+    ]
+    return budget, calls
+
+
+def _settle_from_threads(calls, token_usage) -> list[BaseException]:
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(calls))
+
+    def settle(usage) -> None:
+        try:
+            start.wait()
+            usage_settle(usage=usage, token_usage=token_usage)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=settle, args=(usage,)) for usage in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_concurrent_settlements_are_written_in_batches_and_add_up_exactly(monkeypatch):
+    budget, calls = _open_calls(24, thresholds=[50])
+    batches: list[int] = []
+    write = settle_postgres._write
+    monkeypatch.setattr(settle_postgres, "_write", lambda b: batches.append(len(b)) or write(b))
+
+    # 24 calls of 7 input + 3 output tokens: 24 x 0.000013 = 0.000312; the limit's 50 %
+    # is 0.005, so no threshold is crossed; then a big call crosses it once.
+    assert _settle_from_threads(calls, TokenUsage(input_tokens=7, output_tokens=3)) == []
+
+    assert sum(batches) == 24
+    assert len(batches) < 24  # some settlements shared a batch
+    period = BudgetPeriod.objects.get(budget=budget)
+    assert (period.spent, period.reserved) == (Decimal("0.000312"), Decimal(0))
+    assert Usage.objects.filter(status="settled").count() == 24
+    rollup = UsageRollup.objects.get()
+    assert (rollup.tasks, rollup.calls, rollup.cost) == (24, 24, Decimal("0.000312"))
+
+
+def test_a_batch_that_crosses_a_threshold_records_its_alert_once():
+    budget, calls = _open_calls(12, thresholds=[50, 100])
+    # Each call costs 0.001: the 12 together cross 50 % (0.005) and 100 % (0.01).
+    assert _settle_from_threads(calls, TokenUsage(input_tokens=1000)) == []
+
+    period = BudgetPeriod.objects.get(budget=budget)
+    assert period.spent == Decimal("0.012")
+    assert sorted(Alert.objects.filter(budget=budget).values_list("threshold", flat=True)) == [
+        50,
+        100,
+    ]
+
+
+def test_a_settlement_the_database_refuses_fails_alone_not_its_batch(monkeypatch):
+    _, calls = _open_calls(8)
+    # One row would break a check constraint (negative tokens): the batch is refused and
+    # its rows are written one by one, so only that settlement fails.
+    bad = calls[3]
+    settle_one = settle_postgres._settle_one
+
+    def poisoned(item):
+        if item["usage_id"] == bad.pk:
+            item["fields"]["input_tokens"] = -1
+        return settle_one(item)
+
+    write = settle_postgres._write
+
+    def write_poisoned(batch):
+        for waiting in batch:
+            if waiting.item["usage_id"] == bad.pk:
+                waiting.item["fields"]["input_tokens"] = -1
+        return write(batch)
+
+    monkeypatch.setattr(settle_postgres, "_write", write_poisoned)
+    monkeypatch.setattr(settle_postgres, "_settle_one", poisoned)
+
+    errors = _settle_from_threads(calls, TokenUsage(input_tokens=7, output_tokens=3))
+
+    assert [type(error) for error in errors] == [IntegrityError]
+    assert set(Usage.objects.filter(status="settled").values_list("pk", flat=True)) == {
+        usage.pk for usage in calls if usage.pk != bad.pk
+    }
+    assert Usage.objects.get(pk=bad.pk).status == "pending"

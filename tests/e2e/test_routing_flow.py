@@ -1,11 +1,13 @@
 """Routing policies end to end: tasks go through a real worker process to the sandbox
 provider over loopback. Tiered picks by complexity and by hint; a fallback chain moves on
-after a 500 and after a hang and bills only what reached the provider; escalation re-runs a
+after a 500 and after a hang (its candidate's own timeout) and bills only what reached the
+provider; escalation re-runs a
 poor cheap answer on the strong model and keeps a good one. Every decision is recorded."""
 
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -25,9 +27,9 @@ from tests.processes import OfficeProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-# A hang must move on quickly: the candidate's timeout is the provider timeout, kept
-# short for this module's worker (agents.routing documents why it is not per candidate).
-PROVIDER_TIMEOUT = "2"
+# A hang must move on quickly: the hanging candidate has its own short timeout, while the
+# worker keeps the suite's provider timeout for every other call.
+CANDIDATE_TIMEOUT = 2
 
 LOW = "google/gemini-2.5-flash-lite"
 MEDIUM = "openai/gpt-4.1-mini"
@@ -72,10 +74,7 @@ def routing_worker(
             f"routing-{uuid.uuid4().hex[:6]}@%h",
         ],
         process_log_dir,
-        {
-            "DATABASE_URL": processes.test_database_url(),
-            "ROSTER_PROVIDER_TIMEOUT": PROVIDER_TIMEOUT,
-        },
+        {"DATABASE_URL": processes.test_database_url()},
     )
     worker.wait_for_output("ready.", timeout=60)
     yield worker
@@ -110,8 +109,10 @@ def routed_role(
     policy: str,
     candidates: list[tuple[str, str, str]],
     rules: str = "",
+    timeouts: dict[int, int] | None = None,
 ) -> Role:
-    """A role bound to BACKUP whose `policy` routes over (slot, model, provider) candidates."""
+    """A role bound to BACKUP whose `policy` routes over (slot, model, provider) candidates;
+    `timeouts` gives some of them (by position, from 1) their own timeout in seconds."""
     role = Role.objects.create(slug=slug, name=slug.title(), system_prompt="You are a test role.")
     binding = RoleBinding.objects.create(
         role=role,
@@ -128,6 +129,7 @@ def routed_role(
             position=position,
             model=catalog[model],
             credential=credential(sandbox, f"{slug} {slot} {position}", provider),
+            timeout_seconds=(timeouts or {}).get(position),
         )
     return role
 
@@ -228,7 +230,7 @@ def test_tiered_role_picks_its_model_by_complexity_or_hint(
 # --- Fallback -------------------------------------------------------------------------------
 
 
-def fallback_role(sandbox, catalog, slug: str) -> Role:
+def fallback_role(sandbox, catalog, slug: str, *, first_timeout: int | None = None) -> Role:
     # The first link stands for a local model; the second, on another wire, for the cloud.
     return routed_role(
         sandbox,
@@ -236,6 +238,7 @@ def fallback_role(sandbox, catalog, slug: str) -> Role:
         slug=slug,
         policy="fallback",
         candidates=[("chain", LOW, "openrouter"), ("chain", MEDIUM, "openai")],
+        timeouts={1: first_timeout} if first_timeout else None,
     )
 
 
@@ -266,11 +269,15 @@ def test_fallback_moves_on_after_a_server_error_and_bills_only_what_reached_the_
     assert "Moving on to the next candidate." in task.routing_decisions[1]["why"]
 
 
-def test_fallback_moves_on_after_a_hang_past_the_timeout(routing_worker, sandbox, catalog):
-    role = fallback_role(sandbox, catalog, "fallback-hang")
+def test_fallback_moves_on_after_a_hang_past_the_candidates_own_timeout(
+    routing_worker, sandbox, catalog
+):
+    role = fallback_role(sandbox, catalog, "fallback-hang", first_timeout=CANDIDATE_TIMEOUT)
     seq = sandbox_seq(sandbox)
 
+    started = time.monotonic()
     task = run(role, f"Draft the memo. [[sandbox fault=hang@{LOW}]]")
+    elapsed = time.monotonic() - started
 
     assert task.status == TaskStatus.DONE, task.error
     entries = sandbox_since(sandbox, seq)
@@ -279,10 +286,13 @@ def test_fallback_moves_on_after_a_hang_past_the_timeout(routing_worker, sandbox
     assert_billed_exactly_what_reached_the_provider(task, entries)
     hung, answered = calls(task)
     assert (hung.status, hung.http_status, hung.cost) == (UsageStatus.FAILED, None, 0)
-    assert f"timed out after {PROVIDER_TIMEOUT} s" in hung.error
+    assert f"timed out after {CANDIDATE_TIMEOUT} s" in hung.error
     assert task.cost == answered.cost
-    assert f"timed out after {PROVIDER_TIMEOUT} s" in task.routing_decisions[1]["why"]
+    assert f"timed out after {CANDIDATE_TIMEOUT} s" in task.routing_decisions[1]["why"]
+    assert task.routing_decisions[0]["data"]["candidates"][0]["timeout_seconds"] == 2
     assert steps(task)[-1] == ("candidate", MEDIUM, "answered")
+    # Left after its own 2 s, far below the worker's provider timeout (20 s in the suite).
+    assert elapsed < 15
 
 
 # --- Escalate -------------------------------------------------------------------------------

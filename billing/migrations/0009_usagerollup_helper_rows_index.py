@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0007_settle_function_helper_measures'),
+        ('billing', '0008_settle_in_batches'),
     ]
 
     operations = [
