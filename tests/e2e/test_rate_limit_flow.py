@@ -11,8 +11,6 @@ window. The limiter's code is the same for any window length.
 
 from __future__ import annotations
 
-import sys
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,34 +35,9 @@ TASKS = 8
 
 
 def start_limited_worker(log_dir: Path) -> OfficeProcess:
-    worker = OfficeProcess(
-        "worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "office",
-            "worker",
-            "--pool",
-            "threads",
-            "--concurrency",
-            "4",
-            "--loglevel",
-            "INFO",
-            "--without-mingle",
-            "--without-gossip",
-            "-n",
-            f"limited-{uuid.uuid4().hex[:6]}@%h",
-        ],
-        log_dir,
-        {
-            "DATABASE_URL": processes.test_database_url(),
-            "ROSTER_RATE_LIMIT_WINDOW_SECONDS": str(WINDOW),
-        },
+    return processes.start_worker(
+        log_dir, concurrency=4, env={"ROSTER_RATE_LIMIT_WINDOW_SECONDS": str(WINDOW)}
     )
-    worker.wait_for_output("ready.", timeout=60)
-    return worker
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ poor cheap answer on the strong model and keeps a good one. Every decision is re
 
 from __future__ import annotations
 
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -53,30 +51,7 @@ Which cases are ambiguous? How should leap seconds be handled? What about negati
 def routing_worker(
     django_db_setup: None, django_db_blocker: object, clean_broker: None, process_log_dir: Path
 ) -> Iterator[OfficeProcess]:
-    worker = OfficeProcess(
-        "worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "office",
-            "worker",
-            "--pool",
-            "threads",
-            "--concurrency",
-            "4",
-            "--loglevel",
-            "INFO",
-            "--without-mingle",
-            "--without-gossip",
-            "-n",
-            f"routing-{uuid.uuid4().hex[:6]}@%h",
-        ],
-        process_log_dir,
-        {"DATABASE_URL": processes.test_database_url()},
-    )
-    worker.wait_for_output("ready.", timeout=60)
+    worker = processes.start_worker(process_log_dir, concurrency=4)
     yield worker
     worker.stop()
 
