@@ -385,14 +385,17 @@ def _call_candidate(
     """Call one candidate until it answers, fails permanently, runs out of attempts, a
     budget refuses or its rate limit holds it back. Every call is a ledger row; failed
     ones are closed at cost 0."""
+    # The request does not change between attempts: measure its prompt once.
     prompt_texts = _prompt_texts(plan.request)
+    estimate = prompt_tokens_estimate(*prompt_texts)
+    bound = prompt_tokens_bound(*prompt_texts)
     tries = 0
     while True:
         tries += 1
         try:
             gate = rate_slot_for_call(
                 credential=plan.credential,
-                tokens=prompt_tokens_estimate(*prompt_texts) + plan.request.max_tokens,
+                tokens=estimate + plan.request.max_tokens,
                 # A requeued task starts its route over and would pay again for an
                 # escalation's rejected cheap answer: wait for the slot here instead.
                 in_thread=bool(run.held_text),
@@ -407,8 +410,8 @@ def _call_candidate(
                 task=run.task,
                 target=plan.target,
                 attempt=run.attempts_made,
-                estimated_input_tokens=prompt_tokens_estimate(*prompt_texts),
-                input_tokens_bound=prompt_tokens_bound(*prompt_texts),
+                estimated_input_tokens=estimate,
+                input_tokens_bound=bound,
                 max_output_tokens=plan.request.max_tokens,
             )
         except BudgetExceeded as exc:

@@ -56,7 +56,7 @@ from urllib.request import Request, urlopen
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from billing.money import EXACT, money_sum  # noqa: E402 (pure Decimal; needs no Django)
+from billing.money import EXACT, money_mul, money_sum  # noqa: E402 (pure Decimal; needs no Django)
 
 # Config A's model (`--premium` picks another): a frontier model many offices default to,
 # priced between OpenAI's GPT-5 and Anthropic's Opus, and the demo coder's high tier, so
@@ -647,11 +647,11 @@ class PremiumOffice:
         for operation, sums in result["operations"].items():
             if operation == "title":
                 # Asked in the same call: the premium model writes the title.
-                extra.append(EXACT.multiply(Decimal(sums["output_tokens"]), completion))
+                extra.append(money_mul(completion, sums["output_tokens"]))
             elif operation in ("extract_page", "summarize", "compress_history"):
                 # It reads the page or the whole history instead of the helper's text.
                 condensed = sums["input_tokens"] - sums["output_tokens"]
-                extra.append(EXACT.multiply(Decimal(max(condensed, 0)), prompt))
+                extra.append(money_mul(prompt, max(condensed, 0)))
         paid = Decimal(result["totals"]["cost_usd"])
         return cls(
             paid=paid,

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from billing.models import PricingBasis, Usage, UsageRollup, UsageStatus
-from billing.money import EXACT, ZERO
+from billing.money import EXACT, ZERO, money_mul
 from billing.periods import local_day, local_midnight, office_tz
 
 RollupKey = tuple[date, int, int, str, int | None]  # day, role, model, provider, person
@@ -89,7 +89,7 @@ def delta_of(usage: Usage, *, first_of_task: bool) -> RollupDelta:
         and usage.price_input_cache_read < usage.price_prompt
     ):
         discount = EXACT.subtract(usage.price_prompt, usage.price_input_cache_read)
-        savings = EXACT.multiply(discount, Decimal(usage.cached_input_tokens))
+        savings = money_mul(discount, usage.cached_input_tokens)
     return RollupDelta(
         tasks=tasks,
         calls=1,

@@ -28,7 +28,7 @@ from typing import Any
 
 from django.db import DatabaseError, connection
 
-from billing.money import EXACT
+from billing.money import EXACT, ZERO
 from billing.rollups import ROLLUP_FIELDS, RollupDelta
 
 # The columns the function writes, in its own order (fixed by its migration).
@@ -97,7 +97,7 @@ def settle_statement(
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "cost": cost,
-        "spent": spent or Decimal(0),
+        "spent": spent or ZERO,
         "reserved": reserved,
         "period_ids": period_ids,
         "day": day,
@@ -255,6 +255,7 @@ def _thresholds(raw: Any) -> list[int]:
 
 
 def _item_json(item: dict[str, Any]) -> dict[str, Any]:
+    """One settlement as JSON values for billing_usage_settle_many (see _plain)."""
     return {
         **{k: _plain(v) for k, v in item.items() if k not in ("fields", "delta")},
         "fields": {k: _plain(v) for k, v in item["fields"].items()},
@@ -262,27 +263,16 @@ def _item_json(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _json(values: dict[str, Any]) -> str:
+    """A JSON object for billing_usage_settle (see _plain)."""
+    return json.dumps({name: _plain(value) for name, value in values.items()})
+
+
 def _plain(value: Any) -> Any:
+    """Money and times as strings, which PostgreSQL reads with the column's own input
+    function (jsonb_populate_record, jsonb_to_recordset), so amounts stay exact."""
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     return value
-
-
-def _json(values: dict[str, Any]) -> str:
-    """JSON for jsonb_populate_record: money and times as strings, which PostgreSQL reads
-    with the column's own input function, so amounts stay exact."""
-    return json.dumps(
-        {
-            name: str(value) if isinstance(value, Decimal) else value
-            for name, value in values.items()
-        },
-        default=_text,
-    )
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot send {type(value).__name__} to billing_usage_settle")

@@ -68,7 +68,7 @@ def summary_extract(*, text: str, max_tokens: int) -> str:
     A text that already fits is returned whole (stripped). Raises ValueError when
     max_tokens < 1.
     """
-    _check_budget(max_tokens)
+    check_budget(max_tokens)
     text = text.strip()
     if tokens_estimate(text) <= max_tokens:
         return text
@@ -97,7 +97,7 @@ def history_compress(*, turns: Sequence[Turn], max_tokens: int) -> str:
     sentences, favouring later turns, each under its speaker's label. Raises ValueError
     when max_tokens < 1.
     """
-    _check_budget(max_tokens)
+    check_budget(max_tokens)
     labelled = _labelled(turns)
     whole = transcript_render(turns=turns)
     if tokens_estimate(whole) <= max_tokens:
@@ -222,7 +222,8 @@ def text_trim(*, text: str, max_tokens: int) -> str:
     return cut.rstrip() + ELLIPSIS
 
 
-def _check_budget(max_tokens: int) -> None:
+def check_budget(max_tokens: int) -> None:
+    """Raise ValueError for a token budget below 1."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
 

@@ -18,6 +18,7 @@ from django.conf import settings
 
 from agents.helper.complexity import complexity_score
 from agents.helper.extractive import (
+    check_budget,
     history_compress,
     summary_extract,
     text_trim,
@@ -106,7 +107,7 @@ def helper_summarize(*, text: str, max_tokens: int) -> HelperResult[str]:
     A text that already fits is returned as it is, without asking a local model.
     Raises ValueError when max_tokens < 1.
     """
-    _check_budget(max_tokens)
+    check_budget(max_tokens)
     system = SUMMARY_SYSTEM.format(words=_words(max_tokens))
     ask = None
     if tokens_estimate(text.strip()) > max_tokens:
@@ -128,7 +129,7 @@ def helper_compress_history(*, turns: Sequence[Turn], max_tokens: int) -> Helper
     sentences; a thread that already fits is returned whole without asking a local model.
     Raises ValueError when max_tokens < 1.
     """
-    _check_budget(max_tokens)
+    check_budget(max_tokens)
     system = HISTORY_SYSTEM.format(words=_words(max_tokens))
     transcript = transcript_render(turns=turns)
     ask = None
@@ -226,11 +227,6 @@ def _helper_run(
         input_tokens=prompt_tokens_estimate(*paid_prompt),
         output_tokens=tokens_estimate(written(value)),
     )
-
-
-def _check_budget(max_tokens: int) -> None:
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
 
 
 def _words(max_tokens: int) -> int:

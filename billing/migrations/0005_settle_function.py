@@ -25,7 +25,9 @@ ROLLUP_MEASURES = (
     "reported_cost", "cache_savings",
 )  # fmt: skip
 
-CREATE = f"""
+def create_sql(measures: tuple[str, ...]) -> str:
+    """The function's SQL for these rollup measures (migration 0007 reuses it)."""
+    return f"""
 CREATE OR REPLACE FUNCTION billing_usage_settle(
     p_usage_id bigint,
     p_fields jsonb,
@@ -73,13 +75,13 @@ BEGIN
 
     -- A task is counted in the rollup of its first call to close.
     INSERT INTO billing_usagerollup
-        (day, role_id, model_id, provider, person_id, tasks, {", ".join(ROLLUP_MEASURES)})
+        (day, role_id, model_id, provider, person_id, tasks, {", ".join(measures)})
     SELECT p_day, p_role_id, p_model_id, p_provider, p_person_id,
-        CASE WHEN v_calls = 1 THEN 1 ELSE 0 END, {", ".join(f"d.{c}" for c in ROLLUP_MEASURES)}
+        CASE WHEN v_calls = 1 THEN 1 ELSE 0 END, {", ".join(f"d.{c}" for c in measures)}
     FROM jsonb_populate_record(NULL::billing_usagerollup, p_delta) AS d
     ON CONFLICT (day, role_id, model_id, provider, COALESCE(person_id, 0))
     DO UPDATE SET tasks = billing_usagerollup.tasks + EXCLUDED.tasks,
-        {", ".join(f"{c} = billing_usagerollup.{c} + EXCLUDED.{c}" for c in ROLLUP_MEASURES)};
+        {", ".join(f"{c} = billing_usagerollup.{c} + EXCLUDED.{c}" for c in measures)};
 
     -- The first row marks the call closed; the budget periods' new totals follow.
     out_period_id := NULL;
@@ -101,6 +103,9 @@ BEGIN
 END
 $$;
 """
+
+
+CREATE = create_sql(ROLLUP_MEASURES)
 DROP = "DROP FUNCTION IF EXISTS billing_usage_settle"
 
 

@@ -4,111 +4,27 @@ Migration 0005 created `billing_usage_settle` with the rollup measures of its da
 added `helper_calls`, `helper_unpriced_calls`, `helper_input_tokens`,
 `helper_output_tokens` and `helper_savings` to the rollups. A paid call adds zero to them,
 but the function's INSERT must still name them (the columns have no database default).
-The SQL is 0005's, with the measure list passed in; reversing restores 0005's list.
+The SQL is 0005's (`create_sql`), with the measure list passed in; reversing restores
+0005's list.
 
 The lists are fixed here (migrations import no app code);
 tests/billing/test_settle_postgres.py checks that they match billing.settle_postgres.
 """
 
+import importlib
+
 from django.db import migrations
 
-SETTLED_COLUMNS = (
-    "status", "basis", "input_tokens", "output_tokens", "cached_input_tokens",
-    "cache_write_tokens", "cache_write_1h_tokens", "is_batch", "reasoning_tokens", "images",
-    "web_searches", "cost", "reported_cost", "error", "http_status", "provider_request_id",
-    "latency_ms", "settled_at", "price_prompt", "price_completion", "price_input_cache_read",
-    "price_input_cache_write", "price_input_cache_write_1h", "price_internal_reasoning",
-    "price_request", "price_image", "price_web_search", "price_batch_discount",
-)  # fmt: skip
-PREVIOUS_ROLLUP_MEASURES = (
-    "calls", "failed_calls", "estimated_calls", "unpriced_calls", "input_tokens",
-    "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "cost",
-    "reported_cost", "cache_savings",
-)  # fmt: skip
+# 0005's SQL and column lists, so the two cannot drift apart.
+_0005 = importlib.import_module("billing.migrations.0005_settle_function")
+SETTLED_COLUMNS = _0005.SETTLED_COLUMNS
+PREVIOUS_ROLLUP_MEASURES = _0005.ROLLUP_MEASURES
 ROLLUP_MEASURES = (
     *PREVIOUS_ROLLUP_MEASURES,
     "helper_calls", "helper_unpriced_calls", "helper_input_tokens", "helper_output_tokens",
     "helper_savings",
 )  # fmt: skip
-
-
-def _create_sql(measures):
-    return f"""
-CREATE OR REPLACE FUNCTION billing_usage_settle(
-    p_usage_id bigint,
-    p_fields jsonb,
-    p_task_id bigint,
-    p_input_tokens bigint,
-    p_output_tokens bigint,
-    p_cost numeric,
-    p_spent numeric,
-    p_reserved numeric,
-    p_period_ids bigint[],
-    p_day date,
-    p_role_id bigint,
-    p_model_id bigint,
-    p_provider text,
-    p_person_id bigint,
-    p_delta jsonb
-) RETURNS TABLE (out_period_id bigint, out_spent numeric, out_limit numeric,
-                 out_thresholds jsonb)
-LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-DECLARE
-    v_calls bigint;
-BEGIN
-    -- Guarded: a row closed before changes nothing anywhere (no rows returned).
-    UPDATE billing_usage AS u
-    SET ({", ".join(SETTLED_COLUMNS)}) = (
-        SELECT {", ".join(f"r.{c}" for c in SETTLED_COLUMNS)}
-        FROM jsonb_populate_record(NULL::billing_usage, p_fields) AS r
-    )
-    WHERE u.id = p_usage_id AND u.status = 'pending';
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    -- This transaction alone commits without waiting for the WAL flush (see
-    -- docs/architecture.md): the pending row was written durably before the call.
-    PERFORM set_config('synchronous_commit', 'off', true);
-
-    UPDATE office_task
-    SET input_tokens = input_tokens + p_input_tokens,
-        output_tokens = output_tokens + p_output_tokens,
-        provider_calls = provider_calls + 1,
-        cost = cost + p_cost
-    WHERE id = p_task_id
-    RETURNING provider_calls INTO v_calls;
-
-    -- A task is counted in the rollup of its first call to close.
-    INSERT INTO billing_usagerollup
-        (day, role_id, model_id, provider, person_id, tasks, {", ".join(measures)})
-    SELECT p_day, p_role_id, p_model_id, p_provider, p_person_id,
-        CASE WHEN v_calls = 1 THEN 1 ELSE 0 END, {", ".join(f"d.{c}" for c in measures)}
-    FROM jsonb_populate_record(NULL::billing_usagerollup, p_delta) AS d
-    ON CONFLICT (day, role_id, model_id, provider, COALESCE(person_id, 0))
-    DO UPDATE SET tasks = billing_usagerollup.tasks + EXCLUDED.tasks,
-        {", ".join(f"{c} = billing_usagerollup.{c} + EXCLUDED.{c}" for c in measures)};
-
-    -- The first row marks the call closed; the budget periods' new totals follow.
-    out_period_id := NULL;
-    RETURN NEXT;
-    -- The counters every settlement of the office shares come last, locked in id order
-    -- (as reservations lock them) so that two transactions never wait in a cycle.
-    PERFORM 1 FROM billing_budgetperiod WHERE id = ANY(p_period_ids) ORDER BY id FOR UPDATE;
-    RETURN QUERY
-    WITH periods AS (
-        UPDATE billing_budgetperiod
-        SET reserved = GREATEST(0, reserved - p_reserved),
-            spent = spent + p_spent,
-            updated_at = now()
-        WHERE id = ANY(p_period_ids)
-        RETURNING id, budget_id, spent
-    )
-    SELECT periods.id, periods.spent, budget."limit", budget.thresholds
-    FROM periods JOIN billing_budget AS budget ON budget.id = periods.budget_id;
-END
-$$;
-"""
+_create_sql = _0005.create_sql
 
 
 def create(apps, schema_editor):

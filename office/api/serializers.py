@@ -141,5 +141,6 @@ class TaskOutputSerializer(serializers.Serializer):
     def get_steps(self, task: Task) -> list[dict[str, Any]]:
         if task.kind != TaskKind.SPEC_EXECUTE:
             return []  # only a spec-then-execute task has steps: no query for the others
-        steps = task.steps.select_related("role").order_by("pk")
+        # The selectors prefetch the steps in order; a task loaded otherwise queries them.
+        steps = sorted(task.steps.all(), key=lambda step: step.pk)
         return list(TaskStepSerializer(steps, many=True, context=self.context).data)

@@ -8,7 +8,9 @@ from decimal import Decimal
 
 import pytest
 from django.template import Context, Template
+from django.utils import timezone
 
+from billing.budgets import budget_reserve
 from billing.helper_ledger import LOCAL_HELPER_SLUG, local_helper_price
 from billing.ledger import CallTarget, usage_open, usage_record_helper, usage_settle
 from billing.models import (
@@ -110,6 +112,10 @@ def test_a_helper_operation_reserves_and_spends_nothing_and_leaves_task_totals(s
     Budget.objects.create(
         name="role", scope="role", role=task.role, period="day", limit=Decimal("1")
     )
+    # A paid call in flight: both budgets' counters exist and hold its reservation.
+    budget_reserve(role=task.role, model=sonnet, amount=Decimal("0.01"), at=timezone.now())
+    before = {(p.pk, p.spent, p.reserved) for p in BudgetPeriod.objects.all()}
+    assert len(before) == 2
 
     usage = record(task, sonnet, operation="compress_history", input_tokens=9000)
 
@@ -121,7 +127,7 @@ def test_a_helper_operation_reserves_and_spends_nothing_and_leaves_task_totals(s
         0,
     )
     assert (usage.reserved, usage.budget_periods) == (Decimal("0"), [])
-    assert all((period.spent, period.reserved) == (0, 0) for period in BudgetPeriod.objects.all())
+    assert {(p.pk, p.spent, p.reserved) for p in BudgetPeriod.objects.all()} == before
 
 
 def test_the_tasks_first_provider_call_still_counts_the_task_after_helper_rows(sonnet) -> None:

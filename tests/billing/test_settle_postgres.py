@@ -19,13 +19,12 @@ from billing.rollups import ROLLUP_FIELDS
 from billing.settle_postgres import ROLLUP_MEASURES, SETTLED_COLUMNS
 from tests.factories import CatalogModelFactory, ModelPriceFactory, TaskFactory
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
-        reason="the settlement function exists on PostgreSQL only",
-    ),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
+# The column lists are checked on every database; the function runs on PostgreSQL only.
+needs_postgresql = pytest.mark.skipif(
+    not django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+    reason="the settlement function exists on PostgreSQL only",
+)
 
 # The latest migration that (re)creates billing_usage_settle.
 migration = importlib.import_module("billing.migrations.0007_settle_function_helper_measures")
@@ -51,6 +50,7 @@ def test_the_function_writes_the_columns_the_ledger_settles_and_every_rollup_mea
     assert usage_columns - set(SETTLED_COLUMNS) == opened_only
 
 
+@needs_postgresql
 def test_settling_outside_a_transaction_commits_row_task_rollup_and_counters_at_once():
     model = CatalogModelFactory()
     ModelPriceFactory(model=model, prompt=Decimal("0.000001"), completion=Decimal("0.000002"))
@@ -139,6 +139,7 @@ def _settle_from_threads(calls, token_usage) -> list[BaseException]:
     return errors
 
 
+@needs_postgresql
 def test_concurrent_settlements_are_written_in_batches_and_add_up_exactly(monkeypatch):
     budget, calls = _open_calls(24, thresholds=[50])
     batches: list[int] = []
@@ -158,6 +159,7 @@ def test_concurrent_settlements_are_written_in_batches_and_add_up_exactly(monkey
     assert (rollup.tasks, rollup.calls, rollup.cost) == (24, 24, Decimal("0.000312"))
 
 
+@needs_postgresql
 def test_a_batch_that_crosses_a_threshold_records_its_alert_once():
     budget, calls = _open_calls(12, thresholds=[50, 100])
     # Each call costs 0.001: the 12 together cross 50 % (0.005) and 100 % (0.01).
@@ -171,6 +173,7 @@ def test_a_batch_that_crosses_a_threshold_records_its_alert_once():
     ]
 
 
+@needs_postgresql
 def test_a_settlement_the_database_refuses_fails_alone_not_its_batch(monkeypatch):
     _, calls = _open_calls(8)
     # One row would break a check constraint (negative tokens): the batch is refused and
