@@ -137,6 +137,14 @@ class _RateLimited:
     wait: RateWait
 
 
+@dataclass(frozen=True)
+class _Released:
+    """The worker no longer holds the task (it was cancelled, or the sweeper gave it to
+    another worker): no further call is made."""
+
+    status: str
+
+
 @dataclass
 class _Run:
     """One execution of a task: who runs it, its attempt counter, its decisions."""
@@ -229,6 +237,9 @@ def _walk(run: _Run, route: Route) -> str:
             _candidate_gave_up(run, walk, candidate, str(exc), more=more, outcome="skipped")
             continue
         outcome = _call_candidate(run, plan, attempts=candidate.attempts)
+        if isinstance(outcome, _Released):
+            logger.info("task %s is %s: no further provider call", run.task.pk, outcome.status)
+            return outcome.status
         if isinstance(outcome, _RateLimited):
             return _rate_limited(run, candidate, outcome.wait)
         if isinstance(outcome, _Refused):
@@ -381,7 +392,7 @@ def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check:
 
 def _call_candidate(
     run: _Run, plan: CallPlan, *, attempts: int
-) -> _Answer | _Failure | _Refused | _RateLimited:
+) -> _Answer | _Failure | _Refused | _RateLimited | _Released:
     """Call one candidate until it answers, fails permanently, runs out of attempts, a
     budget refuses or its rate limit holds it back. Every call is a ledger row; failed
     ones are closed at cost 0."""
@@ -392,6 +403,10 @@ def _call_candidate(
     tries = 0
     while True:
         tries += 1
+        # Cancelling a task (office.services.task_cancel) stops its next call, not only
+        # its next task: checked before every attempt, one indexed read.
+        if (released := _released(run)) is not None:
+            return released
         try:
             gate = rate_slot_for_call(
                 credential=plan.credential,
@@ -449,6 +464,14 @@ def _call_candidate(
             continue
         latency_ms = int((time.monotonic() - started) * 1000)
         return _Answer(plan=plan, usage=usage, result=result, latency_ms=latency_ms, grant=gate)
+
+
+def _released(run: _Run) -> _Released | None:
+    """None while this worker still holds the task; else what became of it."""
+    status = Task.objects.filter(pk=run.task.pk).values_list("status", "claimed_by").first()
+    if status is not None and status == (TaskStatus.RUNNING, run.worker_id):
+        return None
+    return _Released(status=status[0] if status else "missing")
 
 
 def _rate_limited(run: _Run, candidate: Candidate, wait: RateWait) -> str:
@@ -632,5 +655,7 @@ def _finish(
             workflow_step_finished(step_id=task.pk)
     if updated != 1:
         # The sweeper gave the task to another worker meanwhile; the call stays billed.
-        logger.warning("task %s was taken over while running here; outcome not saved", task.pk)
+        logger.warning(
+            "task %s is no longer held here (cancelled or taken over); outcome not saved", task.pk
+        )
     return status

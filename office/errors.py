@@ -21,6 +21,13 @@ class TaskRejected(DomainError):
     code = "task_rejected"
 
 
+class TaskStateConflict(DomainError):
+    """The task is not in a state that allows the action (cancel a finished task...)."""
+
+    code = "task_state_conflict"
+    status_code = 409
+
+
 class NotFound(DomainError):
     code = "not_found"
     status_code = 404

@@ -47,6 +47,9 @@ class TaskStatus(models.TextChoices):
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
     OVER_BUDGET = "over_budget", "Over budget"
+    # Someone stopped it before it ended: no provider call starts after the cancel (a call
+    # already in flight finishes and is billed; the ledger stays true).
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class TaskTier(models.TextChoices):
@@ -75,7 +78,11 @@ class TaskKind(models.TextChoices):
 SUBMITTABLE_KINDS = (TaskKind.TASK, TaskKind.SPEC_EXECUTE)
 STEP_KINDS = (TaskKind.SPEC, TaskKind.EXECUTE)
 
-TERMINAL_STATUSES = frozenset({TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.OVER_BUDGET})
+TERMINAL_STATUSES = frozenset(
+    {TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.OVER_BUDGET, TaskStatus.CANCELLED}
+)
+# A task that ended without a result may be tried again (as a new task: office.services).
+RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.OVER_BUDGET, TaskStatus.CANCELLED})
 
 
 class Task(models.Model):
@@ -169,14 +176,32 @@ class Task(models.Model):
         ),
     )
 
+    # A retry is a new task with the same inputs; it points at the task it retries.
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="retries"
+    )
+    # The client's `Idempotency-Key` on creation (API): the same key from the same person
+    # returns the task it created first instead of a second one.
+    idempotency_key = models.CharField(max_length=200, blank=True)
+
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [
+            # Staff read their own tasks; this lets a person read everyone's (managers,
+            # and staff when ROSTER_STAFF_SEE_ALL_TASKS is on).
+            ("view_all_tasks", "Can read every person's tasks"),
+        ]
         indexes = [
             models.Index(fields=["status", "dispatched_at"]),
             # "Most expensive tasks" reports read the top of this on PostgreSQL.
             models.Index(models.F("cost").desc(), "id", name="task_cost_desc"),
         ]
         constraints = [
+            models.UniqueConstraint(
+                fields=["created_by", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="task_idempotency_key_once_per_person",
+            ),
             # A workflow creates each of its steps once, however often it is advanced.
             models.UniqueConstraint(
                 fields=["parent", "kind"],
@@ -227,6 +252,13 @@ class ApiToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Which roles the token may use; none chosen: every role its user may use.
+    roles = models.ManyToManyField(
+        Role,
+        blank=True,
+        related_name="+",
+        help_text="Roles this token may use. Leave empty for all roles.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -245,6 +277,11 @@ class ApiToken(models.Model):
     @classmethod
     def hash_of(cls, raw: str) -> str:
         return _hash_token(raw)
+
+    def allows_role(self, role: Role) -> bool:
+        """Whether this token may use `role` (a token with no roles chosen may use all)."""
+        scoped = [r.pk for r in self.roles.all()]
+        return not scoped or role.pk in scoped
 
     def is_usable(self, *, now: timezone.datetime | None = None) -> bool:
         now = now or timezone.now()

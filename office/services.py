@@ -14,8 +14,9 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from office.celery import app as celery_app
-from office.errors import TaskRejected
+from office.errors import TaskRejected, TaskStateConflict
 from office.models import (
+    RETRYABLE_STATUSES,
     SUBMITTABLE_KINDS,
     TERMINAL_STATUSES,
     ApiToken,
@@ -48,6 +49,7 @@ def task_submit(
     strategy_role: Role | str | None = None,
     urls: Sequence[str] = (),
     follow_up_of: Task | int | None = None,
+    retry_of: Task | None = None,
 ) -> Task:
     """Validate and save a queued task, and dispatch it once the transaction commits.
 
@@ -112,9 +114,78 @@ def task_submit(
             created_by=created_by,
             kind=kind,
             strategy_role=strategy,
+            retry_of=retry_of,
         )
         transaction.on_commit(lambda: task_dispatch(task_id=task.pk))
     return task
+
+
+def task_cancel(*, task: Task, by: AbstractBaseUser | None) -> Task:
+    """Stop a task that has not ended: it becomes `cancelled` at once.
+
+    A worker checks that it still holds the task before each provider call, so no call
+    starts after this; a call already in flight finishes and is billed (its ledger row
+    settles as usual), but its answer is not recorded. A spec-then-execute task's
+    unfinished steps are cancelled with it.
+
+    Returns the task as saved. Raises TaskStateConflict if it had already ended (or ends
+    while this runs: the conditional update decides).
+    """
+    who = getattr(by, "get_username", lambda: "")() or "someone"
+    now = timezone.now()
+    reason = f"Cancelled by {who}."
+    unfinished = [s for s in TaskStatus.values if s not in TERMINAL_STATUSES]
+    with transaction.atomic():
+        cancelled = Task.objects.filter(pk=task.pk, status__in=unfinished).update(
+            status=TaskStatus.CANCELLED, error=reason, finished_at=now, claimed_by=""
+        )
+        if cancelled != 1:
+            current = Task.objects.filter(pk=task.pk).values_list("status", flat=True).first()
+            raise TaskStateConflict(
+                f"Task {task.pk} has already ended ({current or 'missing'}); "
+                "only a queued, preparing or running task can be cancelled.",
+                code="task_not_cancellable",
+            )
+        Task.objects.filter(parent_id=task.pk, status__in=unfinished).update(
+            status=TaskStatus.CANCELLED, error=reason, finished_at=now, claimed_by=""
+        )
+    task.refresh_from_db()
+    return task
+
+
+def task_retry(*, task: Task, by: AbstractBaseUser | None) -> Task:
+    """Try a task that ended without a result again, as a new task with the same inputs
+    (role, prompt, title, limits, pages, thread, kind), submitted by `by`.
+
+    The old task keeps its outcome and its ledger; the new one points at it (`retry_of`)
+    and is billed on its own. Returns the new task. Raises TaskStateConflict for a task
+    that is done or has not ended, and TaskRejected when the inputs are no longer
+    accepted (the role was deactivated or unbound since: task_submit's checks).
+    """
+    if task.status not in RETRYABLE_STATUSES:
+        raise TaskStateConflict(
+            f"Task {task.pk} is {task.status}; only a failed, over-budget or cancelled "
+            "task can be retried.",
+            code="task_not_retryable",
+        )
+    if task.kind not in SUBMITTABLE_KINDS:
+        raise TaskStateConflict(
+            f"Task {task.pk} is a step of task {task.parent_id}; retry that task instead.",
+            code="task_not_retryable",
+        )
+    return task_submit(
+        role=task.role,
+        prompt=task.prompt,
+        title=task.title,
+        max_tokens=task.max_tokens,
+        tier_hint=task.tier_hint,
+        kind=task.kind,
+        strategy_role=task.strategy_role,
+        urls=task.urls,
+        follow_up_of=task.follow_up_of_id,
+        created_by=by,
+        retry_of=task,
+    )
 
 
 def _urls_checked(urls: Sequence[str]) -> list[str]:

@@ -5,10 +5,14 @@ routing policies (fallback, escalation, tiers, budgets) with their recorded deci
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth.models import User
+from django.db import connection
 from django.utils import timezone
 
 from agents.execution import task_execute
@@ -650,3 +654,35 @@ def test_a_candidate_whose_model_has_no_price_is_skipped_without_a_call(sandbox,
     assert [c.model.slug for c in calls_of(task)] == [CHEAP]
     assert steps(task)[1] == ("candidate", LOCAL, "skipped")
     assert "has no price in the catalog" in task.routing_decisions[1]["why"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_running_task_stops_its_next_call_and_bills_the_one_in_flight(sandbox, models):
+    from office.services import task_cancel
+
+    role = routed_role(
+        sandbox, models, "fallback", [("chain", LOCAL, "sandbox-a"), ("chain", CHEAP, "sandbox-b")]
+    )
+    task = Task.objects.create(role=role, prompt=f"Sum it [[sandbox latency=1 fault=500@{LOCAL}]]")
+    staff = User.objects.create_user("canceller")
+    cancelled: list[Task] = []
+
+    def cancel_while_the_first_call_is_in_flight() -> None:
+        deadline = time.monotonic() + 10
+        while not Usage.objects.filter(task=task).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        cancelled.append(task_cancel(task=Task.objects.get(pk=task.pk), by=staff))
+        connection.close()
+
+    canceller = threading.Thread(target=cancel_while_the_first_call_is_in_flight)
+    canceller.start()
+    status = task_execute(task_id=task.pk, worker_id=worker_id())
+    canceller.join()
+
+    task.refresh_from_db()
+    assert status == task.status == TaskStatus.CANCELLED
+    assert task.error == "Cancelled by canceller."
+    # The call in flight was made and stays in the ledger; the fallback was never called.
+    (call,) = calls_of(task)
+    assert (call.model.slug, call.status, call.http_status) == (LOCAL, "failed", 500)
+    assert len(sandbox.requests(call_id=call.call_id)) == 1
