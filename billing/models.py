@@ -196,8 +196,11 @@ class Usage(models.Model):
     credential_label = models.CharField(max_length=100, blank=True)
     upstream_model = models.CharField(max_length=200, blank=True)
     attempt = models.PositiveSmallIntegerField(default=1)
+    # Not indexed: settlement changes it, and a change to an indexed column would make
+    # every settlement rewrite all the ledger's indexes instead of a HOT update in place
+    # (migration billing 0010). Open calls are found by task (indexed) or by id.
     status = models.CharField(
-        max_length=10, choices=UsageStatus.choices, default=UsageStatus.PENDING, db_index=True
+        max_length=10, choices=UsageStatus.choices, default=UsageStatus.PENDING
     )
     basis = models.CharField(max_length=10, choices=PricingBasis.choices, blank=True)
     # Written when the call opens: the input estimate and the output bound, so a call
