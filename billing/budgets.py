@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -90,39 +90,72 @@ def budget_reserve(
     budget would be exceeded, or when the model is unpriced under a hard budget (fail
     closed) and the admin has not marked it free.
     """
+    if amount is None and model.free_when_unpriced:
+        amount = ZERO
+    day = local_day(at)
+    if connection.vendor == "postgresql":
+        reserved = _reserve_in_one_statement(role_id=role.pk, model=model, amount=amount, day=day)
+        if reserved is not None:
+            return reserved
     budgets = budgets_for_role(role_id=role.pk)
     if not budgets:
         return Reservation(amount=amount or ZERO, period_ids=[])
-    periods = _periods_locked(budgets=budgets, day=local_day(at))
-    if amount is None and model.free_when_unpriced:
-        amount = ZERO
+    periods = _periods_locked(budgets=budgets, day=day)
     for period in periods:
         budget = period.budget
         if not budget.is_hard:
             continue
-        if amount is None:
-            raise BudgetExceeded(
-                f"The model {model.slug} has no price, and budget {budget.name!r} is a hard "
-                "limit: unpriced calls are refused (an admin can mark the model free).",
-                budget=budget,
-                action=budget.action,
-            )
-        committed = money_sum([period.spent, period.reserved, amount])
-        if committed > budget.limit:
-            raise BudgetExceeded(
-                f"Budget {budget.name!r} ({format_usd(budget.limit)} per {budget.period}) "
-                f"would be exceeded: {format_usd(period.spent)} spent, "
-                f"{format_usd(period.reserved)} reserved by calls in flight, and this call "
-                f"may cost up to {format_usd(amount)}.",
-                budget=budget,
-                action=budget.action,
-            )
+        if amount is None or money_sum([period.spent, period.reserved, amount]) > budget.limit:
+            raise _exceeded(budget=budget, period=period, model=model, amount=amount)
     amount = amount or ZERO
     for period in periods:
         BudgetPeriod.objects.filter(pk=period.pk).update(
             reserved=money_sum([period.reserved, amount])
         )
     return Reservation(amount=amount, period_ids=[period.pk for period in periods])
+
+
+def _reserve_in_one_statement(
+    *, role_id: int, model: CatalogModel, amount: Decimal | None, day: date
+) -> Reservation | None:
+    """budget_reserve on PostgreSQL: one call of `billing_budget_reserve` (migration
+    billing 0011), with the same locks, checks and messages. Returns None, having changed
+    nothing, when a budget has no counter for this period yet (the caller creates it)."""
+    starts = [period_days(period=kind, day=day)[0] for kind in ("day", "week", "month")]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT * FROM billing_budget_reserve(%s, %s, %s, %s, %s)", [role_id, *starts, amount]
+        )
+        rows = cursor.fetchall()
+    if any(period_id is None for _, period_id, *_ in rows):
+        return None
+    refused = next((row for row in rows if row[4]), None)
+    if refused is not None:
+        budget_id, period_id, spent, reserved, _ = refused
+        period = BudgetPeriod(pk=period_id, budget_id=budget_id, spent=spent, reserved=reserved)
+        budget = Budget.objects.get(pk=budget_id)
+        raise _exceeded(budget=budget, period=period, model=model, amount=amount)
+    return Reservation(amount=amount or ZERO, period_ids=[row[1] for row in rows])
+
+
+def _exceeded(
+    *, budget: Budget, period: BudgetPeriod, model: CatalogModel, amount: Decimal | None
+) -> BudgetExceeded:
+    """Why a hard budget refuses a call: the model is unpriced (`amount` None), or the
+    call's worst case does not fit what is left."""
+    if amount is None:
+        message = (
+            f"The model {model.slug} has no price, and budget {budget.name!r} is a hard "
+            "limit: unpriced calls are refused (an admin can mark the model free)."
+        )
+    else:
+        message = (
+            f"Budget {budget.name!r} ({format_usd(budget.limit)} per {budget.period}) "
+            f"would be exceeded: {format_usd(period.spent)} spent, "
+            f"{format_usd(period.reserved)} reserved by calls in flight, and this call "
+            f"may cost up to {format_usd(amount)}."
+        )
+    return BudgetExceeded(message, budget=budget, action=budget.action)
 
 
 def budget_settle(*, period_ids: list[int], reserved: Decimal, cost: Decimal | None) -> None:

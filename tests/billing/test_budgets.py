@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from agents.execution import task_execute
 from agents.liveness import worker_id
@@ -286,3 +288,31 @@ def test_reservations_lock_budget_counters_in_counter_id_order_as_settlements_do
     assert len(reservation.period_ids) == 2
     assert reservation.period_ids == sorted(reservation.period_ids)
     assert BudgetPeriod.objects.get(budget=office).reserved == Decimal("0.1")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's function only")
+def test_on_postgresql_a_reservation_is_one_statement_once_the_periods_counters_exist(
+    role, catalog
+):
+    """The budget check before every paid call is one round trip (billing_budget_reserve);
+    the first call of a period creates the counters the portable way."""
+    role_budget = budget(role, "1", period="day")
+    office = budget(None, "1", period="week")
+    budget(Role.objects.create(slug="other", name="Other"), "1")  # another role's: untouched
+    budget(None, "1", is_active=False)  # inactive: untouched
+    at = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    first = budget_reserve(role=role, model=catalog[PAID], amount=Decimal("0.25"), at=at)
+
+    with CaptureQueriesContext(connection) as queries:
+        second = budget_reserve(role=role, model=catalog[PAID], amount=Decimal("0.5"), at=at)
+        with pytest.raises(BudgetExceeded, match="reserved by calls in flight") as refused:
+            budget_reserve(role=role, model=catalog[PAID], amount=Decimal("0.3"), at=at)
+
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert len(statements) == 3
+    assert all(sql.startswith("SELECT * FROM billing_budget_reserve(") for sql in statements[:2])
+    assert 'FROM "billing_budget"' in statements[2]  # the refused budget, for the message
+    assert second.period_ids == first.period_ids == sorted(first.period_ids)
+    assert refused.value.budget == role_budget  # the first hard budget, in counter order
+    reserved = dict(BudgetPeriod.objects.values_list("budget_id", "reserved"))
+    assert reserved == {role_budget.pk: Decimal("0.75"), office.pk: Decimal("0.75")}
