@@ -17,6 +17,7 @@ from django.contrib.auth.models import Permission, User
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from tests.factories import PASSWORD, UserFactory
+from tests.processes import OfficeProcess, start_worker
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The flags the issue asks for: no sandbox (containers, root), no GPU, and none of
@@ -97,6 +98,16 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     )
     yield chromium
     chromium.close()
+
+
+@pytest.fixture(scope="module")
+def worker(
+    django_db_setup: None, django_db_blocker: object, clean_broker: None, process_log_dir: Path
+) -> Iterator[OfficeProcess]:
+    """One real worker for the module (no beat: these tests need no schedule)."""
+    process = start_worker(process_log_dir, concurrency=2)
+    yield process
+    process.stop()
 
 
 @pytest.fixture

@@ -51,9 +51,7 @@ def status_badge(page: Page, label: str):
     return page.get_by_text(label, exact=True).first
 
 
-def test_staff_submit_a_task_and_watch_it_finish_without_reloading(
-    page, screenshot, office_processes, coder
-):
+def test_staff_submit_a_task_and_watch_it_finish_without_reloading(page, screenshot, worker, coder):
     make_person(kind="staff", username="sam")
     log_in(page, username="sam")
 
@@ -84,9 +82,7 @@ def test_staff_submit_a_task_and_watch_it_finish_without_reloading(
     screenshot(page, "task-done")
 
 
-def test_manager_reads_the_report_and_prices_a_model_change(
-    page, screenshot, office_processes, coder
-):
+def test_manager_reads_the_report_and_prices_a_model_change(page, screenshot, worker, coder):
     manager = make_person(kind="manager", username="maria")
     # Spend to report: one task run for real by the worker through the sandbox.
     task = task_submit(role=coder, prompt="Summarise the invoices, please.", created_by=manager)
