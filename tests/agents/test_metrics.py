@@ -11,7 +11,10 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.liveness import heartbeat_beat
+from billing.helper_ledger import usage_record_helper
 from billing.ledger import CallTarget, usage_fail, usage_open, usage_settle
+from billing.models import HelperOperation, Usage
+from billing.money import money_sum
 from billing.pricing import TokenUsage
 from office.models import TaskStatus
 from tests.factories import CatalogModelFactory, ModelPriceFactory, RoleFactory, TaskFactory
@@ -43,7 +46,7 @@ def labels(**values: str) -> tuple:
     return tuple(sorted(values.items()))
 
 
-def call(task, model, *, provider: str = "openrouter"):
+def call(task, model, *, provider: str = "openrouter", at=None):
     return usage_open(
         task=task,
         target=CallTarget(
@@ -57,6 +60,7 @@ def call(task, model, *, provider: str = "openrouter"):
         estimated_input_tokens=10,
         input_tokens_bound=40,
         max_output_tokens=50,
+        now=at,
     )
 
 
@@ -80,33 +84,64 @@ def test_spend_calls_and_tokens_match_the_ledger(client, metrics_token):
     role = RoleFactory(slug="coder")
     model = CatalogModelFactory(slug="vendor/cheap")
     # $1 and $2 per million input and output tokens.
-    ModelPriceFactory(model=model, prompt=Decimal("0.000001"), completion=Decimal("0.000002"))
-    task = TaskFactory(role=role)
+    ModelPriceFactory(
+        model=model,
+        prompt=Decimal("0.000001"),
+        completion=Decimal("0.000002"),
+        valid_from=timezone.now() - timedelta(days=30),
+    )
+    # Two people, two days: rollup rows apart, one series per role, model and provider.
+    first, second = TaskFactory(role=role), TaskFactory(role=role)
     usage_settle(
-        usage=call(task, model),
+        usage=call(first, model, at=timezone.now() - timedelta(days=3)),
         token_usage=TokenUsage(input_tokens=1000, output_tokens=300, reasoning_tokens=40),
         latency_ms=800,
     )
     usage_settle(
-        usage=call(task, model),
+        usage=call(second, model),
         token_usage=TokenUsage(input_tokens=3000, output_tokens=700, cached_input_tokens=0),
         latency_ms=3_000,
     )
-    usage_fail(usage=call(task, model), error="upstream 500", http_status=500, latency_ms=120)
+    usage_fail(usage=call(second, model), error="upstream 500", http_status=500, latency_ms=120)
 
     metrics = scrape(client)
 
     key = labels(role="coder", model="vendor/cheap", provider="openrouter")
-    # 4000 x $0.000001 + 1000 x $0.000002 = $0.006
-    assert metrics["roster_spend_usd_total"][key] == pytest.approx(0.006, abs=1e-12)
-    assert metrics["roster_provider_calls_total"][key] == 2
-    assert metrics["roster_provider_failed_calls_total"][key] == 1
+    # 4000 x $0.000001 + 1000 x $0.000002 = $0.006, the ledger's own sum.
+    assert metrics["roster_spend_usd_total"] == {key: pytest.approx(0.006, abs=1e-12)}
+    assert float(money_sum(Usage.objects.values_list("cost", flat=True))) == pytest.approx(0.006)
+    assert metrics["roster_provider_calls_total"] == {key: 2}
+    assert metrics["roster_provider_failed_calls_total"] == {key: 1}
     tokens = metrics["roster_tokens_total"]
     for kind, count in (("input", 4000), ("output", 1000), ("reasoning", 40), ("cached_input", 0)):
         assert (
             tokens[labels(role="coder", model="vendor/cheap", provider="openrouter", kind=kind)]
             == count
         )
+
+
+def test_local_helper_operations_count_apart_with_their_savings(client, metrics_token):
+    role = RoleFactory(slug="writer")
+    paid = CatalogModelFactory(slug="vendor/paid")
+    ModelPriceFactory(model=paid, prompt=Decimal("0.000003"), completion=Decimal("0.000015"))
+    task = TaskFactory(role=role)
+    for tokens_in in (1000, 3000):
+        usage_record_helper(
+            task=task,
+            operation=HelperOperation.SUMMARIZE,
+            backend="builtin",
+            input_tokens=tokens_in,
+            output_tokens=100,
+            shadow_model=paid,
+        )
+
+    metrics = scrape(client)
+
+    assert metrics["roster_helper_operations_total"] == {labels(role="writer"): 2}
+    # 4000 x $0.000003 + 200 x $0.000015 = $0.015 that the paid model would have charged.
+    assert metrics["roster_helper_savings_usd_total"][labels(role="writer")] == pytest.approx(0.015)
+    # The helper is free and no provider call: no spend series for it.
+    assert "roster_spend_usd_total" not in metrics
 
 
 def test_provider_call_latency_is_a_histogram_of_the_ledger(client, metrics_token):

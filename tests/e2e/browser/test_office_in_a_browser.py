@@ -136,13 +136,20 @@ def monthly(slug: str) -> Decimal:
         return 1000 * per_task
 
 
-@pytest.mark.parametrize("path", ["/billing/reports/", "/billing/calculator/"])
-def test_staff_cannot_open_manager_pages(page, screenshot, path):
+MANAGER_PAGES = {
+    "reports": "/billing/reports/",
+    "report-csv": "/billing/reports/export.csv?by=role",
+    "calculator": "/billing/calculator/",
+    "whatif": "/billing/whatif/",
+}
+
+
+def test_staff_cannot_open_manager_pages(page, screenshot):
     make_person(kind="staff", username="sam")
     log_in(page, username="sam")
 
-    response = page.goto(path)
-
-    assert response is not None
-    assert response.status == 403
-    screenshot(page, "forbidden")
+    for name, path in MANAGER_PAGES.items():
+        response = page.goto(path)
+        assert response is not None
+        assert response.status == 403, f"{path} answered {response.status}"
+        screenshot(page, f"forbidden-{name}")
