@@ -40,6 +40,7 @@ PERMISSIONS = {
 }
 
 _ARTIFACTS = pytest.StashKey[Path]()
+_CALL_FAILED = pytest.StashKey[bool]()
 
 
 def make_person(*, kind: str, username: str | None = None) -> User:
@@ -110,21 +111,39 @@ def worker(
     process.stop()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    # Kept on the test item so the page fixture can tell, at teardown, that the test failed.
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
+
+
 @pytest.fixture
-def page(browser: Browser, live_server) -> Iterator[Page]:
-    """A fresh browser context (no cookies, so no login) on the live server."""
+def page(
+    browser: Browser, live_server, artifacts_dir: Path, request: pytest.FixtureRequest
+) -> Iterator[Page]:
+    """A fresh browser context (no cookies, so no login) on the live server. A failing
+    test leaves a screenshot of where it stood: <test>-failure.png."""
     context = browser.new_context(base_url=live_server.url, viewport={"width": 1100, "height": 900})
     context.set_default_timeout(WAIT_MS)
     context.set_default_navigation_timeout(WAIT_MS)
     tab = context.new_page()
     yield tab
+    if request.node.stash.get(_CALL_FAILED, False):
+        tab.screenshot(path=artifacts_dir / f"{_file_name(request)}-failure.png", full_page=True)
     context.close()
+
+
+def _file_name(request: pytest.FixtureRequest) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name).strip("-")
 
 
 @pytest.fixture
 def screenshot(artifacts_dir: Path, request: pytest.FixtureRequest):
     """`screenshot(page, "name")` saves the whole page as <test>-<name>.png."""
-    test = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name).strip("-")
+    test = _file_name(request)
 
     def take(page: Page, name: str) -> Path:
         path = artifacts_dir / f"{test}-{name}.png"
