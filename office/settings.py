@@ -422,3 +422,10 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
     },
 }
+
+# --- Health and metrics (docs/operations.md) ----------------------------------------------
+# Seconds each /healthz check may take to connect and answer (broker connect and reads).
+ROSTER_HEALTH_TIMEOUT = _positive_float_setting("ROSTER_HEALTH_TIMEOUT", 2.0)
+# Bearer token Prometheus must send to read /metrics (`authorization: credentials:` in the
+# scrape config). Empty: /metrics is served only when DJANGO_DEBUG is true.
+ROSTER_METRICS_TOKEN = env.str("ROSTER_METRICS_TOKEN", default="")

@@ -10,5 +10,7 @@ urlpatterns = [
     # Manager pages (reports, calculator, what-if); included by name, office imports no app.
     path("billing/", include("billing.urls")),
     path("billing/", include("billing.planning_urls")),
+    # Health checks and Prometheus metrics (docs/operations.md); by name, like billing.
+    path("", include("agents.ops_urls")),
     path("", include("office.web_urls")),
 ]
