@@ -10,5 +10,7 @@ urlpatterns = [
     # Manager pages (reports, calculator, what-if); included by name, office imports no app.
     path("billing/", include("billing.urls")),
     path("billing/", include("billing.planning_urls")),
+    # The office overview (the site root) reads agents and billing, so agents serves it.
+    path("", include("agents.overview_urls")),
     path("", include("office.web_urls")),
 ]
