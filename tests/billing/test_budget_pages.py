@@ -182,3 +182,14 @@ def _perms(*codenames: str):
     from django.contrib.auth.models import Permission
 
     return Permission.objects.filter(content_type__app_label="billing", codename__in=codenames)
+
+
+def test_manager_pages_keep_stable_hooks_for_browser_tests(manager_client: Client) -> None:
+    RoleFactory(runnable=True)
+
+    calculator = manager_client.get(reverse("planning:calculator")).content.decode()
+    report = manager_client.get(reverse("billing:reports")).content.decode()
+
+    assert 'id="calc-totals"' in calculator
+    assert '<p class="calc-total" id="office-total">' in calculator
+    assert '<dd class="total-main" id="report-total">' in report

@@ -354,3 +354,14 @@ def test_the_form_shows_every_field_with_the_essentials_first(web: Client) -> No
     assert page.index('name="role"') < page.index('name="prompt"') < page.index("<legend>")
     for name in ("urls", "follow_up_of", "tier_hint"):
         assert page.index("<legend>Optional</legend>") < page.index(f'name="{name}"')
+
+
+def test_the_status_block_keeps_stable_hooks_for_browser_tests(web: Client, person) -> None:
+    task = TaskFactory(created_by=person, done=True)
+
+    page = web.get(reverse("office:task_status", args=[task.pk])).content.decode()
+
+    assert '<dd id="task-status-badge" data-status="done">' in page
+    assert '<span class="badge badge-done">Done</span>' in page
+    assert '<dd id="task-cost"><span class="cost">$0.000154</span>' in page
+    assert 'id="task-result"' in page
