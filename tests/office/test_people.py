@@ -396,3 +396,33 @@ def test_the_demo_leaves_a_person_an_admin_made_alone() -> None:
     manager.refresh_from_db()
     assert manager.check_password(PASSWORD)
     assert not manager.groups.exists()
+
+
+def test_a_password_can_be_reset_by_email_on_styled_pages(client: Client, mailoutbox) -> None:
+    person = UserFactory(email="ana@example.com")
+
+    form = client.get(reverse("password_reset")).content.decode()
+    assert 'id="password-reset-form"' in form
+    assert "office/roster.css" in form
+    response = client.post(reverse("password_reset"), {"email": "ana@example.com"}, follow=True)
+    assert "Check your email" in response.content.decode()
+
+    [mail] = mailoutbox
+    link = next(word for word in mail.body.split() if "/accounts/reset/" in word)
+    path = link[link.index("/accounts/reset/") :]
+    confirm = client.get(path, follow=True)
+    assert 'id="password-reset-confirm-form"' in confirm.content.decode()
+    new = "another-long-passphrase-77"
+    done = client.post(
+        confirm.redirect_chain[-1][0],
+        {"new_password1": new, "new_password2": new},
+        follow=True,
+    )
+    assert "Password set" in done.content.decode()
+    person.refresh_from_db()
+    assert person.check_password(new)
+    assert 'class="error-text">This link does not work' in client.get(path).content.decode()
+
+
+def test_the_admin_sites_password_change_still_renders(admin_client: Client) -> None:
+    assert admin_client.get(reverse("admin:password_change")).status_code == 200
