@@ -1,17 +1,21 @@
-"""The demo office: five roles bound to sensible catalog models through the sandbox.
+"""The demo office: five roles bound to sensible catalog models through the sandbox, and
+one person per group (admin, manager, staff; docs/people.md).
 
 Idempotent: running it again keeps what an admin changed (bindings pointing elsewhere,
-a real key) and only fills in what is missing.
+a real key, people's passwords) and only fills in what is missing. A person's password
+is generated when the seed creates them and returned that once, to be printed; it is
+stored nowhere else, and a later run never resets or re-prints it (`manage.py
+changepassword NAME` sets a new one).
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import transaction
 
 from agents.models import CandidateSlot, Credential, RoleBinding, RouteCandidate, RoutingPolicy
@@ -90,16 +94,29 @@ DEMO_ROLES = (
 )
 
 
+# The demo's people: (username, group). The admin is also a superuser, so that the admin
+# site and every permission added later are theirs, as `createsuperuser` would make them.
+DEMO_PEOPLE = (("admin", "admin"), ("manager", "manager"), ("staff", "staff"))
+
+
 @dataclass(frozen=True)
 class DemoLogin:
+    """A demo person. `password` is set only when this run created them."""
+
     username: str
-    password: str
+    group: str
+    password: str | None
+
+    @property
+    def created(self) -> bool:
+        return self.password is not None
 
 
-def demo_seed(*, sandbox_url: str | None = None, logins_file: Path | None = None) -> DemoLogin:
+def demo_seed(*, sandbox_url: str | None = None) -> list[DemoLogin]:
     """Load the bundled catalog, create the roles, the sandbox credential, the bindings
-    and an admin user. Returns the admin login (the password is generated once and kept
-    in `logins_file`, readable only by its owner).
+    and one person per group. Returns the people in DEMO_PEOPLE order; the password of
+    each one created by this call (None for one who existed: their password is left
+    as it is). Raises Group.DoesNotExist if the groups' migration has not run.
     """
     sandbox_url = (sandbox_url or settings.ROSTER_SANDBOX_URL).rstrip("/")
     if not CatalogModel.objects.exists():
@@ -141,21 +158,33 @@ def demo_seed(*, sandbox_url: str | None = None, logins_file: Path | None = None
                         model=CatalogModel.objects.get(slug=slug),
                         credential=credential,
                     )
-    return _admin_login(logins_file or settings.VAR_DIR / "demo-login.txt")
+        return [_demo_person(username, group) for username, group in DEMO_PEOPLE]
 
 
-def _admin_login(path: Path) -> DemoLogin:
+def demo_logins_text(logins: list[DemoLogin]) -> str:
+    """How the commands print the demo's people: the new ones with their password (the
+    one time it is shown), the others as kept."""
+    lines = []
+    for login in logins:
+        if login.created:
+            lines.append(f"  {login.group:<8} {login.username} / {login.password}")
+        else:
+            lines.append(
+                f"  {login.group:<8} {login.username} (exists; password unchanged, "
+                f"`manage.py changepassword {login.username}` to set one)"
+            )
+    return "\n".join(lines)
+
+
+def _demo_person(username: str, group_name: str) -> DemoLogin:
     user_model = get_user_model()
-    if path.exists() and user_model.objects.filter(username="admin").exists():
-        username, password = path.read_text().strip().split(":", 1)
-        return DemoLogin(username=username, password=password)
+    if user_model.objects.filter(username=username).exists():
+        # Never touched again: its password and groups are its owner's or an admin's.
+        return DemoLogin(username=username, group=group_name, password=None)
     password = secrets.token_urlsafe(12)
-    user = user_model.objects.filter(username="admin").first()
-    if user is None:
-        user = user_model.objects.create_superuser("admin", "admin@localhost", password)
+    if group_name == "admin":
+        user = user_model.objects.create_superuser(username, f"{username}@localhost", password)
     else:
-        user.set_password(password)
-        user.save(update_fields=["password"])
-    path.touch(mode=0o600)
-    path.write_text(f"admin:{password}\n")
-    return DemoLogin(username="admin", password=password)
+        user = user_model.objects.create_user(username, f"{username}@localhost", password)
+    user.groups.add(Group.objects.get(name=group_name))
+    return DemoLogin(username=username, group=group_name, password=password)

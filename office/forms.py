@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
 from office.errors import DomainError
 from office.models import SUBMITTABLE_KINDS, Role, TaskKind, TaskStatus, TaskTier
@@ -103,7 +104,8 @@ class TaskForm(DomainErrorFormMixin, forms.Form):
 
 
 class TaskFilterForm(forms.Form):
-    """The task list's filters, read from the query string."""
+    """The task list's filters, read from the query string. `person` is offered only to
+    people who read everyone's tasks (`with_person`)."""
 
     role = forms.ModelChoiceField(
         queryset=Role.objects.order_by("slug"),
@@ -112,3 +114,43 @@ class TaskFilterForm(forms.Form):
         empty_label="All roles",
     )
     status = forms.ChoiceField(choices=[("", "All statuses"), *TaskStatus.choices], required=False)
+    person = forms.ModelChoiceField(
+        queryset=get_user_model().objects.none(),
+        to_field_name="username",
+        required=False,
+        empty_label="Everyone",
+    )
+    created_from = forms.DateField(
+        required=False,
+        label="From",
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Created on or after this day.",
+    )
+    created_to = forms.DateField(
+        required=False,
+        label="To",
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Created on or before this day.",
+    )
+
+    def __init__(self, *args: Any, with_person: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if with_person:
+            # Only people who submitted something: a filter that can only answer "none"
+            # is noise.
+            self.fields["person"].queryset = (
+                get_user_model()
+                .objects.filter(roster_tasks__isnull=False)
+                .distinct()
+                .order_by("username")
+            )
+        else:
+            del self.fields["person"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        start, end = data.get("created_from"), data.get("created_to")
+        if start and end and start > end:
+            self.add_error("created_to", "The end day is before the start day.")
+            data.pop("created_to", None)
+        return data

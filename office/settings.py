@@ -389,6 +389,11 @@ ROSTER_THREAD_COMPRESSION_RATIO = _fraction_setting("ROSTER_THREAD_COMPRESSION_R
 # import the apps that know how a role runs.
 ROSTER_TASK_SUBMIT_CHECKS = ["agents.selectors.role_check_runnable"]
 
+# --- People and permissions (docs/people.md) ---
+# Staff (the `staff` group) read their own tasks; true lets anyone who may read tasks
+# read everyone's. Managers and admins (office.view_all_tasks) always read all.
+ROSTER_STAFF_SEE_ALL_TASKS = env.bool("ROSTER_STAFF_SEE_ALL_TASKS", default=False)
+
 # --- API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["office.api.authentication.ApiTokenAuthentication"],

@@ -12,5 +12,7 @@ urlpatterns = [
     path("billing/", include("billing.planning_urls")),
     # Health checks and Prometheus metrics (docs/operations.md); by name, like billing.
     path("", include("agents.ops_urls")),
+    # The office overview (the site root) reads agents and billing, so agents serves it.
+    path("", include("agents.overview_urls")),
     path("", include("office.web_urls")),
 ]

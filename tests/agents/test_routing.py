@@ -658,7 +658,7 @@ def test_the_api_refuses_an_unknown_tier_hint(api):
 
 
 def test_the_form_takes_a_tier_hint(client: Client):
-    client.force_login(UserFactory())
+    client.force_login(UserFactory(groups=["staff"]))
     role = RoleFactory(runnable=True)
 
     response = client.post(
@@ -674,7 +674,7 @@ def test_the_form_takes_a_tier_hint(client: Client):
 
 
 def test_the_detail_page_shows_the_decisions_without_javascript(client: Client):
-    client.force_login(UserFactory(staff=True))
+    client.force_login(UserFactory(groups=["manager"]))
     task = Task.objects.create(
         role=RoleFactory(),
         prompt="x",
@@ -708,11 +708,11 @@ def test_the_detail_page_shows_the_decisions_without_javascript(client: Client):
 # --- The demo office ------------------------------------------------------------------------
 
 
-def test_the_demo_roles_show_valid_routing_policies(tmp_path):
+def test_the_demo_roles_show_valid_routing_policies():
     from agents.demo import demo_seed
 
-    demo_seed(sandbox_url="http://127.0.0.1:8765", logins_file=tmp_path / "login.txt")
-    demo_seed(sandbox_url="http://127.0.0.1:8765", logins_file=tmp_path / "login.txt")
+    demo_seed(sandbox_url="http://127.0.0.1:8765")
+    demo_seed(sandbox_url="http://127.0.0.1:8765")
 
     policies = dict(RoleBinding.objects.values_list("role__slug", "policy"))
     assert policies == {

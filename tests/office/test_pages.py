@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def person():
-    return UserFactory()
+    return UserFactory(groups=["staff"])
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def staff_client(client: Client, person) -> Client:
 @pytest.mark.parametrize(
     "url",
     [
-        reverse("office:home"),
+        reverse("overview:office"),
         reverse("office:task_list"),
         reverse("office:task_create"),
         reverse("office:task_detail", args=[1]),
@@ -54,18 +54,18 @@ def test_login_page_renders_the_styled_form(client: Client) -> None:
     assert b"office/roster.css" in response.content
 
 
-def test_home_redirects_to_the_task_list(staff_client: Client) -> None:
-    response = staff_client.get(reverse("office:home"))
+def test_the_site_root_is_the_office_overview(staff_client: Client) -> None:
+    response = staff_client.get("/")
 
-    assert response.status_code == 302
-    assert response["Location"] == reverse("office:task_list")
+    assert response.status_code == 200
+    assert b'id="office-month-spend"' in response.content
 
 
 def test_header_offers_admin_only_to_staff_members(client: Client) -> None:
-    client.force_login(UserFactory())
+    client.force_login(UserFactory(groups=["staff"]))
     assert reverse("admin:index").encode() not in client.get(reverse("office:task_list")).content
 
-    client.force_login(UserFactory(staff=True))
+    client.force_login(UserFactory(staff=True, groups=["staff"]))
     page = client.get(reverse("office:task_list")).content
     assert reverse("admin:index").encode() in page
     assert f'action="{reverse("logout")}"'.encode() in page  # logout is a POST form
@@ -195,8 +195,8 @@ def test_list_is_paginated_by_25_and_keeps_filters_in_page_links(
     assert b'href="?role=coder&amp;page=2"' in first.content
 
 
-def test_staff_members_see_everyones_tasks(client: Client) -> None:
-    client.force_login(UserFactory(staff=True))
+def test_managers_see_everyones_tasks(client: Client) -> None:
+    client.force_login(UserFactory(groups=["manager"]))
     task = TaskFactory()
 
     assert list(client.get(reverse("office:task_list")).context["page_obj"]) == [task]

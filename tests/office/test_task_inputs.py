@@ -207,7 +207,7 @@ def test_a_task_submitted_without_a_person_follows_up_only_such_tasks(coder) -> 
 
 @pytest.fixture
 def person():
-    return UserFactory()
+    return UserFactory(groups=["staff"])
 
 
 @pytest.fixture
@@ -273,7 +273,7 @@ def test_the_follow_up_link_fills_in_the_form(web, person, coder) -> None:
 
 
 def test_no_follow_up_link_for_someone_elses_or_an_unfinished_task(client, coder) -> None:
-    staff = UserFactory(staff=True)
+    staff = UserFactory(groups=["admin"])
     client.force_login(staff)
     others = TaskFactory(role=coder, done=True)
     own_running = TaskFactory(role=coder, created_by=staff, status=TaskStatus.RUNNING)

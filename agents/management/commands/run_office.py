@@ -1,7 +1,8 @@
 """`manage.py run_office`: the whole embedded office in one terminal.
 
-Applies migrations, seeds the demo, prints the login, then runs the web server, a Celery
-worker, beat and the sandbox provider side by side (honcho), stopping all on Ctrl-C.
+Applies migrations, seeds the demo, prints the logins it created, then runs the web
+server, a Celery worker, beat and the sandbox provider side by side (honcho), stopping
+all on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 from honcho.manager import Manager
 
-from agents.demo import demo_seed
+from agents.demo import demo_logins_text, demo_seed
 
 
 class Command(BaseCommand):
@@ -32,7 +33,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
-        login = demo_seed()
+        logins = demo_seed()
         python = sys.executable
         port = options["port"]
         sandbox_port = urlsplit(settings.ROSTER_SANDBOX_URL).port or 8765
@@ -59,7 +60,8 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nRoster is starting at http://127.0.0.1:{port}/\n"
-                f"  log in as {login.username} / {login.password}\n"
+                "People (a password is shown once, when its person is created):\n"
+                f"{demo_logins_text(logins)}\n"
                 f"  admin: http://127.0.0.1:{port}/admin/\n"
                 "  roles answer through the sandbox provider (simulated) until you bind a "
                 "real key.\n"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from tests.factories import PASSWORD, UserFactory
@@ -34,24 +34,14 @@ WAIT_MS = 20_000
 
 # What each kind of person may do. The ONE place that says it, so that at merge it can
 # become "add the user to the group" once the admin/manager/staff groups exist.
-PERMISSIONS = {
-    "staff": ("office.add_task", "office.view_task"),
-    "manager": ("billing.view_reports", "office.view_task", "office.view_all_tasks"),
-}
-
 _ARTIFACTS = pytest.StashKey[Path]()
 _CALL_FAILED = pytest.StashKey[bool]()
 
 
 def make_person(*, kind: str, username: str | None = None) -> User:
-    """A user of one kind (see PERMISSIONS) with the factories' password."""
-    user = UserFactory(username=username or kind)
-    for name in PERMISSIONS[kind]:
-        app_label, codename = name.split(".")
-        user.user_permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
-    return user
+    """A member of the group `kind` (admin, manager, staff: docs/people.md) with the
+    factories' password."""
+    return UserFactory(username=username or kind, groups=[kind])
 
 
 @pytest.fixture(scope="session")
