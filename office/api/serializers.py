@@ -2,15 +2,66 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from office.api.base import MAX_ID
+from office.errors import DomainError
 from office.fields import decimal_text
 from office.models import Task, TaskKind
 
 
+class StrictInputSerializer(serializers.Serializer):
+    """An input serializer that refuses keys it does not know, instead of ignoring them:
+    a misspelt `max_token` would otherwise be dropped without a word.
+
+    Raises DomainError (`unsupported_parameter`, 400) naming the unknown keys.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(str(key) for key in data if key not in self.fields)
+            if unknown:
+                names = ", ".join(repr(name[:50]) for name in unknown[:10])
+                accepted = ", ".join(self.fields)
+                raise DomainError(
+                    f"Unsupported parameter{'s' if len(unknown) > 1 else ''}: {names}. "
+                    f"This endpoint accepts: {accepted or 'no parameters'}.",
+                    code="unsupported_parameter",
+                    field=unknown[0][:50],
+                )
+        return super().to_internal_value(data)
+
+
+class EmptyInputSerializer(StrictInputSerializer):
+    """The body of an action that takes no parameters (cancel, retry): none, or {}."""
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable and machine-readable, e.g. prompt_too_long.")
+    message = serializers.CharField(help_text="For people.")
+    field = serializers.CharField(
+        allow_null=True, help_text="The input at fault (dotted when nested), or null."
+    )
+    details = serializers.DictField(
+        required=False,
+        child=serializers.JSONField(),
+        help_text="Validation errors only: every field's messages.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error of the API has this shape (office.api.errors)."""
+
+    error = ErrorDetailSerializer()
+
+
+@extend_schema_field(OpenApiTypes.STR)
 class ExactDecimalStringField(serializers.Field):
     """A money amount as a string with every stored digit: "0.00000008333333333333334".
 
@@ -27,7 +78,9 @@ class ExactDecimalStringField(serializers.Field):
         return decimal_text(value)
 
 
-class TaskCreateInputSerializer(serializers.Serializer):
+class TaskCreateInputSerializer(StrictInputSerializer):
+    """A task for a role. Keys other than these are refused (`unsupported_parameter`)."""
+
     role = serializers.CharField(max_length=50, help_text="The role's slug, e.g. 'coder'.")
     # Blank and oversized prompts and an out-of-range max_tokens are left to task_submit,
     # so the API and the web form refuse them with the same codes and messages.
@@ -50,6 +103,8 @@ class TaskCreateInputSerializer(serializers.Serializer):
     follow_up_of = serializers.IntegerField(
         required=False,
         allow_null=True,
+        min_value=1,
+        max_value=MAX_ID,
         help_text="Id of an earlier, finished task of yours: this one continues its thread.",
     )
     kind = serializers.CharField(
@@ -66,6 +121,23 @@ class TaskCreateInputSerializer(serializers.Serializer):
         required=False,
         allow_blank=True,
         help_text="spec_execute only: the slug of the role that writes the spec.",
+    )
+
+
+class TaskFollowUpInputSerializer(StrictInputSerializer):
+    """A follow-up of the task in the URL: its thread continues with this prompt."""
+
+    role = serializers.CharField(
+        max_length=50,
+        required=False,
+        help_text="The role's slug; by default the role of the task followed up.",
+    )
+    prompt = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    title = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    max_tokens = serializers.IntegerField(required=False, allow_null=True)
+    tier_hint = serializers.CharField(max_length=10, required=False, allow_blank=True)
+    urls = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=True), required=False
     )
 
 
@@ -104,11 +176,16 @@ class TaskOutputSerializer(serializers.Serializer):
     kind = serializers.CharField(
         help_text="task, spec_execute, or one of its steps: spec, execute."
     )
-    strategy_role = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    strategy_role = serializers.CharField(
+        source="strategy_role.slug",
+        allow_null=True,
+        help_text="spec_execute only: the role that writes the spec (null for others).",
+    )
     parent = serializers.HyperlinkedRelatedField(
         view_name="office_api:task_detail",
         lookup_url_kwarg="task_id",
         read_only=True,
+        allow_null=True,
         help_text="A step's spec-then-execute task (null for others).",
     )
     steps = serializers.SerializerMethodField(
@@ -130,17 +207,30 @@ class TaskOutputSerializer(serializers.Serializer):
         help_text="Tokens the helper's summary of older turns saved (estimated)."
     )
     history_summarized_turns = serializers.IntegerField()
-    prepared_at = serializers.DateTimeField()
+    retry_of = serializers.IntegerField(
+        source="retry_of_id", allow_null=True, help_text="Id of the task this one retries."
+    )
+    prepared_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
     url = serializers.HyperlinkedIdentityField(
         view_name="office_api:task_detail", lookup_url_kwarg="task_id"
     )
 
+    @extend_schema_field(TaskStepSerializer(many=True))
     def get_steps(self, task: Task) -> list[dict[str, Any]]:
         if task.kind != TaskKind.SPEC_EXECUTE:
             return []  # only a spec-then-execute task has steps: no query for the others
         # The selectors prefetch the steps in order; a task loaded otherwise queries them.
         steps = sorted(task.steps.all(), key=lambda step: step.pk)
         return list(TaskStepSerializer(steps, many=True, context=self.context).data)
+
+
+class TaskPageSerializer(serializers.Serializer):
+    """A page of tasks (limit/offset pagination)."""
+
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = TaskOutputSerializer(many=True)
