@@ -7,8 +7,9 @@ from typing import Any
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -100,6 +101,25 @@ class TaskCreateApi(AgentApiView):
         summary="Give a role a task",
         parameters=[IDEMPOTENCY_PARAMETER],
         request=TaskCreateInputSerializer,
+        examples=[
+            OpenApiExample(
+                "A task",
+                value={"role": "coder", "prompt": "Write a Python function that checks an IBAN."},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "With every option",
+                value={
+                    "role": "coder",
+                    "prompt": "Now handle the checksum rules on this page.",
+                    "title": "IBAN checksum",
+                    "max_tokens": 800,
+                    "tier_hint": "medium",
+                    "urls": ["https://en.wikipedia.org/wiki/International_Bank_Account_Number"],
+                },
+                request_only=True,
+            ),
+        ],
         responses={201: TaskOutputSerializer, **error_responses(400, 401, 403, 415, 422, 429)},
     )
     def post(self, request: Request) -> Response:
@@ -162,6 +182,11 @@ class TaskFollowUpApi(AgentApiView):
         summary="Follow up one of your finished tasks",
         parameters=[TASK_ID_PARAMETER, IDEMPOTENCY_PARAMETER],
         request=TaskFollowUpInputSerializer,
+        examples=[
+            OpenApiExample(
+                "A follow-up", value={"prompt": "Now add unit tests."}, request_only=True
+            )
+        ],
         responses={
             201: TaskOutputSerializer,
             **error_responses(400, 401, 403, 404, 415, 422, 429),
@@ -221,6 +246,7 @@ class TaskRetryApi(AgentApiView):
         return _task_response(request, retry, status_code=status.HTTP_201_CREATED)
 
 
+@csrf_exempt  # a POST to a wrong URL is a 404, not a missing CSRF cookie (no cookies here)
 def api_not_found(request: HttpRequest, path: str = "") -> JsonResponse:
     """Any /api/ URL that names no endpoint: the API's JSON 404, not the site's HTML."""
     message = f"There is no API endpoint at {request.path[:200]!r}."
