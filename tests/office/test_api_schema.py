@@ -20,6 +20,9 @@ from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from django.urls import reverse
+from drf_spectacular.drainage import GENERATOR_STATS
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.validation import validate_schema
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis.strategies import SearchStrategy, one_of
@@ -76,6 +79,19 @@ def office(settings) -> tuple[str, list[int]]:
     TaskFactory()  # someone else's
     _, raw = api_token_create(user=agent, name="schemathesis")
     return raw, [task.pk for task in tasks]
+
+
+def test_schema_generates_without_warnings_and_is_valid_openapi() -> None:
+    GENERATOR_STATS.reset()  # spectacular's own tally of what it had to guess
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+
+    validate_schema(schema)
+    assert not GENERATOR_STATS, "drf-spectacular guessed: run `manage.py spectacular --validate`"
+    assert schema["components"]["securitySchemes"]["ApiToken"]["scheme"] == "bearer"
+    assert (
+        schema["components"]["schemas"]["TaskCreateInputRequest"]["additionalProperties"] is False
+    )
 
 
 def test_schema_is_served_as_json_and_yaml(client) -> None:
