@@ -38,6 +38,26 @@ class StrictInputSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class StrictCharField(serializers.CharField):
+    """Text, and only text: DRF's CharField turns 42 or true into "42" or "True", which
+    hides a client's bug (and breaks the schema's promise that the field is a string)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")  # "Not a valid string."
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer, and only that: not "5", 5.0 or true, which DRF's IntegerField
+    would turn into 5 or 1."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")  # "A valid integer is required."
+        return super().to_internal_value(data)
+
+
 class EmptyInputSerializer(StrictInputSerializer):
     """The body of an action that takes no parameters (cancel, retry): none, or {}."""
 
@@ -81,13 +101,13 @@ class ExactDecimalStringField(serializers.Field):
 class TaskCreateInputSerializer(StrictInputSerializer):
     """A task for a role. Keys other than these are refused (`unsupported_parameter`)."""
 
-    role = serializers.CharField(max_length=50, help_text="The role's slug, e.g. 'coder'.")
+    role = StrictCharField(max_length=50, help_text="The role's slug, e.g. 'coder'.")
     # Blank and oversized prompts and an out-of-range max_tokens are left to task_submit,
     # so the API and the web form refuse them with the same codes and messages.
-    prompt = serializers.CharField(allow_blank=True, trim_whitespace=False)
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    max_tokens = serializers.IntegerField(required=False, allow_null=True)
-    tier_hint = serializers.CharField(
+    prompt = StrictCharField(allow_blank=True, trim_whitespace=False)
+    title = StrictCharField(max_length=200, required=False, allow_blank=True)
+    max_tokens = StrictIntegerField(required=False, allow_null=True)
+    tier_hint = StrictCharField(
         max_length=10,
         required=False,
         allow_blank=True,
@@ -96,18 +116,18 @@ class TaskCreateInputSerializer(StrictInputSerializer):
     # Whether each is a web address, how many there may be and whose task may be followed
     # up are task_submit's rules (url_invalid, urls_too_many, follow_up_unknown...).
     urls = serializers.ListField(
-        child=serializers.CharField(allow_blank=True, trim_whitespace=True),
+        child=StrictCharField(allow_blank=True, trim_whitespace=True),
         required=False,
         help_text="Pages the role should read (http or https); it gets their text.",
     )
-    follow_up_of = serializers.IntegerField(
+    follow_up_of = StrictIntegerField(
         required=False,
         allow_null=True,
         min_value=1,
         max_value=MAX_ID,
         help_text="Id of an earlier, finished task of yours: this one continues its thread.",
     )
-    kind = serializers.CharField(
+    kind = StrictCharField(
         max_length=20,
         required=False,
         default="task",
@@ -116,7 +136,7 @@ class TaskCreateInputSerializer(StrictInputSerializer):
             "spec, then `role` carries it out."
         ),
     )
-    strategy_role = serializers.CharField(
+    strategy_role = StrictCharField(
         max_length=50,
         required=False,
         allow_blank=True,
@@ -127,17 +147,17 @@ class TaskCreateInputSerializer(StrictInputSerializer):
 class TaskFollowUpInputSerializer(StrictInputSerializer):
     """A follow-up of the task in the URL: its thread continues with this prompt."""
 
-    role = serializers.CharField(
+    role = StrictCharField(
         max_length=50,
         required=False,
         help_text="The role's slug; by default the role of the task followed up.",
     )
-    prompt = serializers.CharField(allow_blank=True, trim_whitespace=False)
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    max_tokens = serializers.IntegerField(required=False, allow_null=True)
-    tier_hint = serializers.CharField(max_length=10, required=False, allow_blank=True)
+    prompt = StrictCharField(allow_blank=True, trim_whitespace=False)
+    title = StrictCharField(max_length=200, required=False, allow_blank=True)
+    max_tokens = StrictIntegerField(required=False, allow_null=True)
+    tier_hint = StrictCharField(max_length=10, required=False, allow_blank=True)
     urls = serializers.ListField(
-        child=serializers.CharField(allow_blank=True, trim_whitespace=True), required=False
+        child=StrictCharField(allow_blank=True, trim_whitespace=True), required=False
     )
 
 
