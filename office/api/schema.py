@@ -80,3 +80,21 @@ def request_bodies_are_closed(
         if name.endswith("Request") and component.get("type") == "object":
             component["additionalProperties"] = False
     return result
+
+
+def throttled_answers_say_when(
+    result: dict[str, Any], generator: Any, **kwargs: Any
+) -> dict[str, Any]:
+    """Postprocessing hook: every 429 carries a Retry-After header (office.api.errors)."""
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            throttled = operation.get("responses", {}).get("429")
+            if throttled is not None:
+                throttled["headers"] = {
+                    "Retry-After": {
+                        "schema": {"type": "integer", "minimum": 0},
+                        "required": True,
+                        "description": "Seconds to wait before the token may ask again.",
+                    }
+                }
+    return result

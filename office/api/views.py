@@ -43,6 +43,15 @@ IDEMPOTENCY_PARAMETER = OpenApiParameter(
         "different inputs is 422 `idempotency_key_reused`."
     ),
 )
+REPLAYED_PARAMETER = OpenApiParameter(
+    REPLAYED_HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[201],
+    enum=["true"],
+    description="Present (`true`) when the task was created by an earlier request with "
+    "the same Idempotency-Key: nothing new was created.",
+)
 TASK_ID_PARAMETER = OpenApiParameter(
     "task_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The task's id."
 )
@@ -99,7 +108,7 @@ class TaskCreateApi(AgentApiView):
     @extend_schema(
         operation_id="task_create",
         summary="Give a role a task",
-        parameters=[IDEMPOTENCY_PARAMETER],
+        parameters=[IDEMPOTENCY_PARAMETER, REPLAYED_PARAMETER],
         request=TaskCreateInputSerializer,
         examples=[
             OpenApiExample(
@@ -180,7 +189,7 @@ class TaskFollowUpApi(AgentApiView):
     @extend_schema(
         operation_id="task_follow_up",
         summary="Follow up one of your finished tasks",
-        parameters=[TASK_ID_PARAMETER, IDEMPOTENCY_PARAMETER],
+        parameters=[TASK_ID_PARAMETER, IDEMPOTENCY_PARAMETER, REPLAYED_PARAMETER],
         request=TaskFollowUpInputSerializer,
         examples=[
             OpenApiExample(
