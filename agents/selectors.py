@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
+
 from django.db.models import Prefetch
 
 from agents.models import RoleBinding, RouteCandidate
+from billing.models import ModelPrice
+from billing.selectors import price_current
 from office.errors import TaskRejected
 from office.models import Role
 
@@ -39,3 +44,27 @@ def role_check_runnable(*, role: Role) -> None:
             code="role_unbound",
             field="role",
         )
+
+
+@dataclass(frozen=True)
+class RoleOffer:
+    """A role as the agent API lists it: the model bound to it now (None: unbound) and
+    that model's price in force (None: unbound or unpriced)."""
+
+    role: Role
+    binding: RoleBinding | None
+    price: ModelPrice | None
+
+
+def roles_offered(*, only: Collection[Role] = ()) -> list[RoleOffer]:
+    """Active roles by slug (only those in `only` when it is not empty: an API token's
+    scope), each with its bound model and current price."""
+    roles = Role.objects.filter(is_active=True).select_related("binding__model").order_by("slug")
+    if only:
+        roles = roles.filter(pk__in=[role.pk for role in only])
+    offers = []
+    for role in roles:
+        binding = getattr(role, "binding", None)  # a missing reverse one-to-one raises
+        price = price_current(model=binding.model) if binding is not None else None
+        offers.append(RoleOffer(role=role, binding=binding, price=price))
+    return offers

@@ -176,16 +176,20 @@ class ApiTokenAdmin(admin.ModelAdmin):
     search_fields = ["name", "key_hint", "user__username"]
     autocomplete_fields = ["user"]
     readonly_fields = ["key_hint", "created_at", "last_used_at", "revoked_at"]
+    # The scope: the roles the token may use (none chosen: all). Editable later too, so
+    # an agent's scope can be narrowed without handing it a new token.
+    filter_horizontal = ["roles"]
     actions = ["revoke"]
 
     def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> Any:
         if obj is None:
-            return ["name", "user", "expires_at"]
+            return ["name", "user", "expires_at", "roles"]
         return [
             "name",
             "user",
             "key_hint",
             "expires_at",
+            "roles",
             "created_at",
             "last_used_at",
             "revoked_at",
@@ -197,7 +201,12 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        token, raw = api_token_create(user=obj.user, name=obj.name, expires_at=obj.expires_at)
+        token, raw = api_token_create(
+            user=obj.user,
+            name=obj.name,
+            expires_at=obj.expires_at,
+            roles=form.cleaned_data.get("roles") or (),
+        )
         obj.pk, obj.key_hash, obj.key_hint = token.pk, token.key_hash, token.key_hint
         # Only the hash is stored: this message is the one chance to copy the token.
         messages.success(

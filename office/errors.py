@@ -31,3 +31,17 @@ class TaskStateConflict(DomainError):
 class NotFound(DomainError):
     code = "not_found"
     status_code = 404
+
+
+class Forbidden(DomainError):
+    """The caller may not do this (an API token used for a role outside its scope...)."""
+
+    code = "permission_denied"
+    status_code = 403
+
+
+class IdempotencyConflict(DomainError):
+    """An Idempotency-Key already used for a different request."""
+
+    code = "idempotency_key_reused"
+    status_code = 422

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from office.celery import app as celery_app
-from office.errors import TaskRejected, TaskStateConflict
+from office.errors import Forbidden, IdempotencyConflict, TaskRejected, TaskStateConflict
 from office.models import (
     RETRYABLE_STATUSES,
     SUBMITTABLE_KINDS,
@@ -35,6 +37,11 @@ logger = logging.getLogger(__name__)
 PREPARE_TASK = "agents.tasks.prepare_task"
 EXECUTE_TASK = "agents.tasks.execute_task"
 MAX_URL_CHARS = 2000
+# An Idempotency-Key: what fits the column, in visible ASCII (UUIDs, ULIDs, base64 and
+# "order-42:attempt" all do); white space and control characters are refused, as they
+# are usually a client's bug.
+IDEMPOTENCY_KEY_MAX_CHARS = 200
+_IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}}")
 
 
 def task_submit(
@@ -50,6 +57,8 @@ def task_submit(
     urls: Sequence[str] = (),
     follow_up_of: Task | int | None = None,
     retry_of: Task | None = None,
+    token: ApiToken | None = None,
+    idempotency_key: str = "",
 ) -> Task:
     """Validate and save a queued task, and dispatch it once the transaction commits.
 
@@ -67,10 +76,18 @@ def task_submit(
     hint or kind, a strategy role missing (spec_execute) or given for another kind, a URL
     that is not http(s) (`url_invalid`), too many URLs (`urls_too_many`), or a follow-up
     of a task that is not the same person's (`follow_up_unknown`) or not finished
-    (`follow_up_unfinished`).
+    (`follow_up_unfinished`). With an API `token` scoped to some roles, a role (or
+    strategy role) outside its scope raises Forbidden (`role_not_allowed`, 403), and a
+    follow-up of a task of another role answers as unknown. `idempotency_key` is stored
+    on the task (task_submit_idempotent reads it); a key this person used before raises
+    IntegrityError.
     """
     role_obj = _role_for(role)
     strategy = _strategy_role_for(kind=kind, strategy_role=strategy_role)
+    if token is not None:
+        _check_token_allows(token, role_obj, field="role")
+        if strategy is not None:
+            _check_token_allows(token, strategy, field="strategy_role")
     prompt = (prompt or "").strip()
     if not prompt:
         raise TaskRejected("The prompt is empty.", code="prompt_empty", field="prompt")
@@ -98,7 +115,7 @@ def task_submit(
     if strategy is not None:
         _check_runnable(strategy, field="strategy_role")
     clean_urls = _urls_checked(urls)
-    parent = _follow_up_checked(follow_up_of, created_by=created_by)
+    parent = _follow_up_checked(follow_up_of, created_by=created_by, token=token)
 
     with transaction.atomic():
         task = Task.objects.create(
@@ -115,9 +132,171 @@ def task_submit(
             kind=kind,
             strategy_role=strategy,
             retry_of=retry_of,
+            idempotency_key=idempotency_key,
         )
         transaction.on_commit(lambda: task_dispatch(task_id=task.pk))
     return task
+
+
+@dataclass(frozen=True)
+class TaskSubmission:
+    """What task_submit_idempotent did: the task, and whether an earlier request with
+    the same Idempotency-Key had created it (`replayed`: nothing new was written)."""
+
+    task: Task
+    replayed: bool
+
+
+def task_submit_idempotent(
+    *,
+    idempotency_key: str,
+    created_by: AbstractBaseUser,
+    role: Role | str,
+    prompt: str,
+    title: str = "",
+    max_tokens: int | None = None,
+    tier_hint: str = "",
+    kind: str = TaskKind.TASK,
+    strategy_role: Role | str | None = None,
+    urls: Sequence[str] = (),
+    follow_up_of: Task | int | None = None,
+    token: ApiToken | None = None,
+) -> TaskSubmission:
+    """task_submit, at most once per (person, `idempotency_key`), as Stripe does it.
+
+    The first request with a key creates the task; a later one with the same key and the
+    same inputs gets that task back (replayed: not submitted again, whatever its state
+    now); concurrent duplicates create one task (the unique constraint decides, and the
+    loser returns the winner's task). "The same inputs" compares what task_submit would
+    store: role, prompt (stripped), title (a request without one matches any, since the
+    helper writes titles), max_tokens, tier hint, kind, strategy role, URLs (cleaned) and
+    the task followed up.
+
+    Returns a TaskSubmission. Raises TaskRejected (`idempotency_key_invalid`) for a key
+    that is empty, longer than 200 characters or not visible ASCII; IdempotencyConflict
+    (`idempotency_key_reused`, 422) when the key was used for different inputs;
+    Forbidden when the replayed task's role is outside the token's scope; and whatever
+    task_submit raises for a new task.
+    """
+    if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise TaskRejected(
+            f"The Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} visible "
+            "ASCII characters (letters, digits, punctuation; no spaces), e.g. a UUID.",
+            code="idempotency_key_invalid",
+            field="Idempotency-Key",
+        )
+    inputs = _RequestedInputs(
+        role=role if isinstance(role, str) else role.slug,
+        prompt=(prompt or "").strip(),
+        title=title.strip()[:200],
+        max_tokens=max_tokens,
+        tier_hint=(tier_hint or "").strip().lower(),
+        kind=kind,
+        strategy_role=strategy_role.slug if isinstance(strategy_role, Role) else strategy_role,
+        urls=urls,
+        follow_up_of=follow_up_of.pk if isinstance(follow_up_of, Task) else follow_up_of,
+    )
+    earlier = _task_by_idempotency_key(created_by=created_by, key=idempotency_key)
+    if earlier is not None:
+        return _replay(earlier, inputs=inputs, key=idempotency_key, token=token)
+    try:
+        # A savepoint: a duplicate's IntegrityError undoes only its own insert (and its
+        # dispatch, which waits for a commit that never comes).
+        with transaction.atomic():
+            task = task_submit(
+                role=role,
+                prompt=prompt,
+                created_by=created_by,
+                title=title,
+                max_tokens=max_tokens,
+                tier_hint=tier_hint,
+                kind=kind,
+                strategy_role=strategy_role,
+                urls=urls,
+                follow_up_of=follow_up_of,
+                token=token,
+                idempotency_key=idempotency_key,
+            )
+    except IntegrityError:
+        earlier = _task_by_idempotency_key(created_by=created_by, key=idempotency_key)
+        if earlier is None:
+            raise  # another constraint: a bug, not a duplicate
+        return _replay(earlier, inputs=inputs, key=idempotency_key, token=token)
+    return TaskSubmission(task=task, replayed=False)
+
+
+@dataclass(frozen=True)
+class _RequestedInputs:
+    role: str
+    prompt: str
+    title: str
+    max_tokens: int | None
+    tier_hint: str
+    kind: str
+    strategy_role: str | None
+    urls: Sequence[str]
+    follow_up_of: int | None
+
+
+def _task_by_idempotency_key(*, created_by: AbstractBaseUser, key: str) -> Task | None:
+    return (
+        Task.objects.select_related("role", "strategy_role")
+        .filter(created_by=created_by, idempotency_key=key)
+        .first()
+    )
+
+
+def _replay(
+    task: Task, *, inputs: _RequestedInputs, key: str, token: ApiToken | None
+) -> TaskSubmission:
+    """The earlier task of this key, if it was made from the same inputs."""
+    if token is not None:
+        _check_token_allows(token, task.role, field="role")
+    try:
+        urls = _urls_checked(inputs.urls)
+    except TaskRejected:
+        urls = None  # an accepted task's URLs were valid: these differ
+    stored = {
+        "role": task.role.slug,
+        "prompt": task.prompt,
+        "max_tokens": task.max_tokens,
+        "tier_hint": task.tier_hint,
+        "kind": task.kind,
+        "strategy_role": task.strategy_role.slug if task.strategy_role else None,
+        "urls": task.urls,
+        "follow_up_of": task.follow_up_of_id,
+    }
+    requested = {
+        "role": inputs.role,
+        "prompt": inputs.prompt,
+        "max_tokens": inputs.max_tokens,
+        "tier_hint": inputs.tier_hint,
+        "kind": inputs.kind,
+        "strategy_role": inputs.strategy_role or None,
+        "urls": urls,
+        "follow_up_of": inputs.follow_up_of,
+    }
+    differ = [name for name in stored if stored[name] != requested[name]]
+    if inputs.title and inputs.title != task.title:
+        differ.append("title")
+    if differ:
+        raise IdempotencyConflict(
+            f"The Idempotency-Key {key[:40]!r} was already used for task {task.pk}, with "
+            f"a different {', '.join(differ)}. Use a new key for a new task.",
+            field="Idempotency-Key",
+        )
+    return TaskSubmission(task=task, replayed=True)
+
+
+def _check_token_allows(token: ApiToken, role: Role, *, field: str) -> None:
+    if token.allows_role(role):
+        return
+    allowed = ", ".join(sorted(r.slug for r in token.roles.all()))
+    raise Forbidden(
+        f"This API token may not use the role {role.slug!r}; it may use: {allowed}.",
+        code="role_not_allowed",
+        field=field,
+    )
 
 
 def task_cancel(*, task: Task, by: AbstractBaseUser | None) -> Task:
@@ -153,14 +332,15 @@ def task_cancel(*, task: Task, by: AbstractBaseUser | None) -> Task:
     return task
 
 
-def task_retry(*, task: Task, by: AbstractBaseUser | None) -> Task:
+def task_retry(*, task: Task, by: AbstractBaseUser | None, token: ApiToken | None = None) -> Task:
     """Try a task that ended without a result again, as a new task with the same inputs
     (role, prompt, title, limits, pages, thread, kind), submitted by `by`.
 
     The old task keeps its outcome and its ledger; the new one points at it (`retry_of`)
     and is billed on its own. Returns the new task. Raises TaskStateConflict for a task
     that is done or has not ended, and TaskRejected when the inputs are no longer
-    accepted (the role was deactivated or unbound since: task_submit's checks).
+    accepted (the role was deactivated or unbound since: task_submit's checks), and
+    Forbidden when a role of the task is outside the API `token`'s scope.
     """
     if task.status not in RETRYABLE_STATUSES:
         raise TaskStateConflict(
@@ -185,6 +365,7 @@ def task_retry(*, task: Task, by: AbstractBaseUser | None) -> Task:
         follow_up_of=task.follow_up_of_id,
         created_by=by,
         retry_of=task,
+        token=token,
     )
 
 
@@ -234,7 +415,10 @@ def _is_web_url(url: str) -> bool:
 
 
 def _follow_up_checked(
-    follow_up_of: Task | int | None, *, created_by: AbstractBaseUser | None
+    follow_up_of: Task | int | None,
+    *,
+    created_by: AbstractBaseUser | None,
+    token: ApiToken | None = None,
 ) -> Task | None:
     """The earlier task a follow-up continues: it must exist, be the same person's (a
     thread's history is theirs; an agent's token never reads another's tasks) and be
@@ -244,6 +428,8 @@ def _follow_up_checked(
     task_id = follow_up_of.pk if isinstance(follow_up_of, Task) else follow_up_of
     owner_id = None if created_by is None else created_by.pk
     parent = Task.objects.filter(pk=task_id, created_by_id=owner_id).first()
+    if parent is not None and token is not None and not token.allows_role(parent.role):
+        parent = None  # out of the token's scope: as unknown as another person's task
     if parent is None:
         # Someone else's task answers like a missing one: its existence is not disclosed.
         raise TaskRejected(
@@ -311,9 +497,14 @@ def _check_runnable(role: Role, *, field: str) -> None:
 
 
 def api_token_create(
-    *, user: AbstractBaseUser, name: str, expires_at: datetime | None = None
+    *,
+    user: AbstractBaseUser,
+    name: str,
+    expires_at: datetime | None = None,
+    roles: Iterable[Role] = (),
 ) -> tuple[ApiToken, str]:
-    """Create an API token for a user. Returns (token row, raw key).
+    """Create an API token for a user, scoped to `roles` (none: every role). Returns
+    (token row, raw key).
 
     Only the key's SHA-256 is stored: the raw key returned here is the one chance to
     show it.
@@ -321,7 +512,9 @@ def api_token_create(
     raw = ApiToken.new_raw_key()
     token = ApiToken(user=user, name=name, expires_at=expires_at)
     token.set_key(raw)
-    token.save()
+    with transaction.atomic():
+        token.save()
+        token.roles.set(list(roles))
     return token, raw
 
 

@@ -114,6 +114,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "office",
     "billing",
     "agents",
@@ -402,6 +404,59 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# --- Agent API: throttling, schema, shared cache (docs/api.md) ---------------------------
+# Requests one API token may make, per second, minute, hour or day ("120/min"); each
+# token is counted on its own (office.api.throttling). Counted in the cache below, so
+# every web process shares the count.
+ROSTER_API_THROTTLE_RATE = env.str("ROSTER_API_THROTTLE_RATE", default="120/min")
+if not re.fullmatch(
+    r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", ROSTER_API_THROTTLE_RATE
+):
+    raise ImproperlyConfigured(
+        "ROSTER_API_THROTTLE_RATE must be <number>/<second|minute|hour|day>, e.g. 120/min; "
+        f"got {ROSTER_API_THROTTLE_RATE!r}"
+    )
+# The cache must be shared by the web processes (the throttle's counts live in it).
+# ROSTER_CACHE_URL names one (redis://host:6379/1, filecache:///path, dbcache://table,
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-cache-url);
+# by default it is the Redis of a Redis CELERY_BROKER_URL (keys prefixed "roster"), else
+# files under ROSTER_VAR_DIR/cache, which every process on this machine shares.
+_cache_url = env.str("ROSTER_CACHE_URL", default="")
+if not _cache_url:
+    _cache_url = (
+        CELERY_BROKER_URL
+        if CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+        else f"filecache://{VAR_DIR / 'cache'}"
+    )
+try:
+    CACHES = {"default": {**env.cache_url_config(_cache_url), "KEY_PREFIX": "roster"}}
+except ImproperlyConfigured as exc:
+    raise ImproperlyConfigured(f"ROSTER_CACHE_URL: {exc}") from None
+
+# The OpenAPI schema of the agent API (/api/schema/, pages at /api/docs/ and /api/redoc/).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Roster agent API",
+    "DESCRIPTION": (
+        "Give the office's roles tasks, follow them up, cancel and retry them, and read "
+        "roles, prices, usage and budgets. Authenticate with `Authorization: Bearer rst_...`. "
+        'Every error is `{"error": {"code", "message", "field"}}`. See docs/api.md.'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Only the agent API: the OpenAI-compatible /v1/ endpoints document themselves.
+    "PREPROCESSING_HOOKS": ["office.api.schema.only_agent_api"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "office.api.schema.request_bodies_are_closed",
+        "office.api.schema.throttled_answers_say_when",
+    ],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Logging ------------------------------------------------------------------------------

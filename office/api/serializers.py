@@ -2,15 +2,86 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from office.api.base import MAX_ID
+from office.errors import DomainError
 from office.fields import decimal_text
 from office.models import Task, TaskKind
 
 
+class StrictInputSerializer(serializers.Serializer):
+    """An input serializer that refuses keys it does not know, instead of ignoring them:
+    a misspelt `max_token` would otherwise be dropped without a word.
+
+    Raises DomainError (`unsupported_parameter`, 400) naming the unknown keys.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(str(key) for key in data if key not in self.fields)
+            if unknown:
+                names = ", ".join(repr(name[:50]) for name in unknown[:10])
+                accepted = ", ".join(self.fields)
+                raise DomainError(
+                    f"Unsupported parameter{'s' if len(unknown) > 1 else ''}: {names}. "
+                    f"This endpoint accepts: {accepted or 'no parameters'}.",
+                    code="unsupported_parameter",
+                    field=unknown[0][:50],
+                )
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """Text, and only text: DRF's CharField turns 42 or true into "42" or "True", which
+    hides a client's bug (and breaks the schema's promise that the field is a string)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")  # "Not a valid string."
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer, and only that: not "5", 5.0 or true, which DRF's IntegerField
+    would turn into 5 or 1."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")  # "A valid integer is required."
+        return super().to_internal_value(data)
+
+
+class EmptyInputSerializer(StrictInputSerializer):
+    """The body of an action that takes no parameters (cancel, retry): none, or {}."""
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable and machine-readable, e.g. prompt_too_long.")
+    message = serializers.CharField(help_text="For people.")
+    field = serializers.CharField(
+        allow_null=True, help_text="The input at fault (dotted when nested), or null."
+    )
+    details = serializers.DictField(
+        required=False,
+        child=serializers.JSONField(),
+        help_text="Validation errors only: every field's messages.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error of the API has this shape (office.api.errors)."""
+
+    error = ErrorDetailSerializer()
+
+
+@extend_schema_field(OpenApiTypes.STR)
 class ExactDecimalStringField(serializers.Field):
     """A money amount as a string with every stored digit: "0.00000008333333333333334".
 
@@ -27,14 +98,16 @@ class ExactDecimalStringField(serializers.Field):
         return decimal_text(value)
 
 
-class TaskCreateInputSerializer(serializers.Serializer):
-    role = serializers.CharField(max_length=50, help_text="The role's slug, e.g. 'coder'.")
+class TaskCreateInputSerializer(StrictInputSerializer):
+    """A task for a role. Keys other than these are refused (`unsupported_parameter`)."""
+
+    role = StrictCharField(max_length=50, help_text="The role's slug, e.g. 'coder'.")
     # Blank and oversized prompts and an out-of-range max_tokens are left to task_submit,
     # so the API and the web form refuse them with the same codes and messages.
-    prompt = serializers.CharField(allow_blank=True, trim_whitespace=False)
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    max_tokens = serializers.IntegerField(required=False, allow_null=True)
-    tier_hint = serializers.CharField(
+    prompt = StrictCharField(allow_blank=True, trim_whitespace=False)
+    title = StrictCharField(max_length=200, required=False, allow_blank=True)
+    max_tokens = StrictIntegerField(required=False, allow_null=True)
+    tier_hint = StrictCharField(
         max_length=10,
         required=False,
         allow_blank=True,
@@ -43,16 +116,18 @@ class TaskCreateInputSerializer(serializers.Serializer):
     # Whether each is a web address, how many there may be and whose task may be followed
     # up are task_submit's rules (url_invalid, urls_too_many, follow_up_unknown...).
     urls = serializers.ListField(
-        child=serializers.CharField(allow_blank=True, trim_whitespace=True),
+        child=StrictCharField(allow_blank=True, trim_whitespace=True),
         required=False,
         help_text="Pages the role should read (http or https); it gets their text.",
     )
-    follow_up_of = serializers.IntegerField(
+    follow_up_of = StrictIntegerField(
         required=False,
         allow_null=True,
+        min_value=1,
+        max_value=MAX_ID,
         help_text="Id of an earlier, finished task of yours: this one continues its thread.",
     )
-    kind = serializers.CharField(
+    kind = StrictCharField(
         max_length=20,
         required=False,
         default="task",
@@ -61,11 +136,28 @@ class TaskCreateInputSerializer(serializers.Serializer):
             "spec, then `role` carries it out."
         ),
     )
-    strategy_role = serializers.CharField(
+    strategy_role = StrictCharField(
         max_length=50,
         required=False,
         allow_blank=True,
         help_text="spec_execute only: the slug of the role that writes the spec.",
+    )
+
+
+class TaskFollowUpInputSerializer(StrictInputSerializer):
+    """A follow-up of the task in the URL: its thread continues with this prompt."""
+
+    role = StrictCharField(
+        max_length=50,
+        required=False,
+        help_text="The role's slug; by default the role of the task followed up.",
+    )
+    prompt = StrictCharField(allow_blank=True, trim_whitespace=False)
+    title = StrictCharField(max_length=200, required=False, allow_blank=True)
+    max_tokens = StrictIntegerField(required=False, allow_null=True)
+    tier_hint = StrictCharField(max_length=10, required=False, allow_blank=True)
+    urls = serializers.ListField(
+        child=StrictCharField(allow_blank=True, trim_whitespace=True), required=False
     )
 
 
@@ -104,11 +196,16 @@ class TaskOutputSerializer(serializers.Serializer):
     kind = serializers.CharField(
         help_text="task, spec_execute, or one of its steps: spec, execute."
     )
-    strategy_role = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    strategy_role = serializers.CharField(
+        source="strategy_role.slug",
+        allow_null=True,
+        help_text="spec_execute only: the role that writes the spec (null for others).",
+    )
     parent = serializers.HyperlinkedRelatedField(
         view_name="office_api:task_detail",
         lookup_url_kwarg="task_id",
         read_only=True,
+        allow_null=True,
         help_text="A step's spec-then-execute task (null for others).",
     )
     steps = serializers.SerializerMethodField(
@@ -130,17 +227,30 @@ class TaskOutputSerializer(serializers.Serializer):
         help_text="Tokens the helper's summary of older turns saved (estimated)."
     )
     history_summarized_turns = serializers.IntegerField()
-    prepared_at = serializers.DateTimeField()
+    retry_of = serializers.IntegerField(
+        source="retry_of_id", allow_null=True, help_text="Id of the task this one retries."
+    )
+    prepared_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
     url = serializers.HyperlinkedIdentityField(
         view_name="office_api:task_detail", lookup_url_kwarg="task_id"
     )
 
+    @extend_schema_field(TaskStepSerializer(many=True))
     def get_steps(self, task: Task) -> list[dict[str, Any]]:
         if task.kind != TaskKind.SPEC_EXECUTE:
             return []  # only a spec-then-execute task has steps: no query for the others
         # The selectors prefetch the steps in order; a task loaded otherwise queries them.
         steps = sorted(task.steps.all(), key=lambda step: step.pk)
         return list(TaskStepSerializer(steps, many=True, context=self.context).data)
+
+
+class TaskPageSerializer(serializers.Serializer):
+    """A page of tasks (limit/offset pagination)."""
+
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = TaskOutputSerializer(many=True)
