@@ -216,7 +216,7 @@ def task_execute(*, task_id: int, worker_id: str) -> str:
         error = f"The role {task.role.slug!r} has no model bound to it."
         refused = Decision(step="route", outcome="refused", why=error)
         decisions.append(refused.as_json(execution=task.executions))
-        return _finish(
+        return task_finish(
             task=task,
             worker_id=worker_id,
             decisions=decisions,
@@ -697,7 +697,7 @@ def _record(run: _Run) -> None:
 def _end(
     run: _Run, *, status: str, result: str = "", error: str = "", model_label: str = ""
 ) -> str:
-    return _finish(
+    return task_finish(
         task=run.task,
         worker_id=run.worker_id,
         decisions=run.decisions,
@@ -708,7 +708,7 @@ def _end(
     )
 
 
-def _finish(
+def task_finish(
     *,
     task: Task,
     worker_id: str,
