@@ -30,7 +30,13 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
-from agents.escalation import AnswerReading, answer_check
+from agents.escalation import (
+    SELF_CHECK_INSTRUCTION,
+    AnswerReading,
+    answer_check,
+    answer_read,
+    rules_ask_self_assessment,
+)
 from agents.execution import (
     TRUNCATED_FINISH_REASONS,
     CallAnswer,
@@ -296,14 +302,18 @@ def _walk(run: _ProxyRun, route: Route, call: ChatCall, *, stream: bool) -> _Ans
     candidates = route.candidates
     for index, candidate in enumerate(candidates):
         more = index < len(candidates) - 1
+        checked = candidate.checked and more
+        # The escalation check reads the cheap model's self-assessment when its rules
+        # ask for one, as the worker does; the line is taken out of the answer shown.
+        ask_self_check = checked and rules_ask_self_assessment(route.rules)
         try:
-            plan = _plan(run, call, candidate)
+            plan = _plan(run, call, candidate, self_check=ask_self_check)
         except ExecutionError as exc:
             _gave_up(run, candidate, str(exc), outcome="skipped")
             continue
         # An escalation's cheap answer is checked whole before anyone sees it, so it is
         # never streamed: a stream of it arrives as one piece.
-        live = stream and not (candidate.checked and more)
+        live = stream and not checked
         outcome = candidate_call(
             task=run.task,
             plan=plan,
@@ -330,21 +340,29 @@ def _walk(run: _ProxyRun, route: Route, call: ChatCall, *, stream: bool) -> _Ans
             _gave_up(run, candidate, outcome.message, outcome=outcome.outcome)
             continue
         answer: CallAnswer[Any] = outcome
-        if live or not (candidate.checked and more):
+        if not checked:
             run.decide(_about(candidate, "answered", f"Answered ({candidate.reason})."))
             return _answered(answer, label=_label(run, candidate, index))
         result: ChatResult = answer.result
-        verdict = answer_check(
-            reading=AnswerReading(
+        reading = (
+            answer_read(text=result.text)
+            if ask_self_check
+            else AnswerReading(
                 text=result.text, self_assessment=None, self_check_problem="not asked"
-            ),
+            )
+        )
+        verdict = answer_check(
+            reading=reading,
             rules=route.rules,
             truncated=result.finish_reason in TRUNCATED_FINISH_REASONS,
         )
         if verdict.good:
             run.decide(_about(candidate, "answered", "Its answer passed the check."))
             return _answered(
-                answer, label=_label(run, candidate, index), stream=stream, complete=result
+                answer,
+                label=_label(run, candidate, index),
+                stream=stream,
+                complete=replace(result, text=reading.text),
             )
         # Rejected: billed, not shown; the strong model answers instead.
         call_settle(
@@ -376,7 +394,7 @@ def _walk(run: _ProxyRun, route: Route, call: ChatCall, *, stream: bool) -> _Ans
 def _answered(
     answer: CallAnswer[Any], *, label: str, stream: bool = False, complete: ChatResult | None = None
 ) -> _Answered:
-    result = answer.result
+    result = answer.result if complete is None else complete
     if stream and complete is not None:  # a checked answer, sent as one piece
         result = _Opened(
             first=complete.text,
@@ -425,13 +443,16 @@ def _budget_refused(
     )
 
 
-def _plan(run: _ProxyRun, call: ChatCall, candidate: Candidate) -> CallPlan:
+def _plan(run: _ProxyRun, call: ChatCall, candidate: Candidate, *, self_check: bool) -> CallPlan:
     limit = call.max_tokens or run.binding.max_tokens
+    system = call.role.system_prompt
+    if self_check:
+        system = f"{system}\n\n{SELF_CHECK_INSTRUCTION}" if system else SELF_CHECK_INSTRUCTION
     plan = call_plan(
         candidate=candidate,
         messages=call.messages,
         max_tokens=min(limit, settings.ROSTER_MAX_TOKENS_LIMIT),
-        system=call.role.system_prompt,
+        system=system,
         prefix=call.system,
     )
     sampling = replace(plan.request, temperature=call.temperature, top_p=call.top_p, stop=call.stop)

@@ -20,7 +20,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from agents.models import RoleBinding
+from agents.models import CandidateSlot, RoleBinding, RouteCandidate, RoutingPolicy
 from agents.providers.base import ChatMessage, ChatRequest, Endpoint
 from agents.providers.http import reset_client
 from agents.providers.registry import adapter_for
@@ -287,6 +287,84 @@ def test_a_client_that_hangs_up_mid_stream_still_settles_the_call(
     (entry,) = sandbox.requests(call_id=row.call_id)
     assert 0 < row.output_tokens < entry["output_tokens"]
     assert task.cost == row.cost > 0
+
+
+# --- Routing policies ----------------------------------------------------------------------
+
+
+def escalating(sandbox, catalog) -> Role:
+    """A role whose cheap model (gpt-4.1-mini) answers first and is checked, and whose
+    strong model (claude-haiku-4.5) answers when the check fails."""
+    role = bind("coder", catalog["openai/gpt-4.1-mini"], provider="openai",
+                base_url=sandbox.url + "/v1")  # fmt: skip
+    binding = RoleBinding.objects.get(role=role)
+    binding.policy = RoutingPolicy.ESCALATE
+    binding.escalation_rules = "empty\nrefusal\nself_assessment"
+    binding.save()
+    for slot, slug, provider, suffix in (
+        (CandidateSlot.CHEAP, "openai/gpt-4.1-mini", "openai", "/v1"),
+        (CandidateSlot.STRONG, "anthropic/claude-haiku-4.5", "anthropic", ""),
+    ):
+        RouteCandidate.objects.create(
+            binding=binding,
+            slot=slot,
+            model=catalog[slug],
+            credential=credential_create(
+                label=f"{slot} key", provider=provider, base_url=sandbox.url + suffix,
+                raw_secret=SANDBOX_KEY,
+            ),
+        )  # fmt: skip
+    return role
+
+
+def test_an_escalating_role_answers_with_the_strong_model_when_the_cheap_answer_fails(
+    live_server, sandbox, catalog, agent
+):
+    escalating(sandbox, catalog)
+    client = sdk(live_server, token_for(agent))
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="coder",
+        messages=[
+            {"role": "user", "content": "Summarise it [[sandbox quality=poor@gpt-4.1-mini]]"}
+        ],
+    )
+
+    text = raw.parse().choices[0].message.content
+    assert text.startswith("Sandbox answer from claude-haiku-4.5: Summarise it")
+    assert "ROSTER-SELF-CHECK" not in text
+    task = Task.objects.get(pk=int(raw.headers["x-roster-task-id"]))
+    cheap, strong = Usage.objects.filter(task=task).order_by("attempt")
+    assert (cheap.model.slug, strong.model.slug) == (
+        "openai/gpt-4.1-mini",
+        "anthropic/claude-haiku-4.5",
+    )
+    assert cheap.status == strong.status == UsageStatus.SETTLED
+    assert task.cost == cheap.cost + strong.cost
+    assert raw.headers["x-roster-model"] == "anthropic/claude-haiku-4.5"
+
+
+def test_an_escalating_roles_good_cheap_answer_streams_as_one_checked_piece(
+    live_server, sandbox, catalog, agent
+):
+    escalating(sandbox, catalog)
+    client = sdk(live_server, token_for(agent))
+
+    chunks = list(
+        client.chat.completions.create(
+            model="coder", messages=[{"role": "user", "content": "Summarise it."}], stream=True
+        )
+    )
+
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert len(pieces) == 1
+    assert pieces[0].startswith("Sandbox answer from gpt-4.1-mini: Summarise it.")
+    assert "ROSTER-SELF-CHECK" not in pieces[0]
+    (row,) = Usage.objects.all()
+    assert chunks[-1].usage.completion_tokens == row.output_tokens
+    assert Task.objects.get().status == TaskStatus.DONE
 
 
 # --- Refusals -------------------------------------------------------------------------------
