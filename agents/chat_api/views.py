@@ -48,7 +48,7 @@ def chat_completions(request: HttpRequest) -> HttpResponse:
         if stream:
             opened = proxy_stream(call=call, user=user)
             response = StreamingHttpResponse(
-                _events(opened, created=created), content_type="text/event-stream"
+                _EventStream(opened, created=created), content_type="text/event-stream"
             )
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"  # nginx: pass each chunk on at once
@@ -93,6 +93,25 @@ def model_detail(request: HttpRequest, model: str) -> HttpResponse:
     except ProxyError as exc:
         return _error(exc)
     return JsonResponse(shapes.model_document(role))
+
+
+class _EventStream:
+    """The streamed body, closable before it is ever iterated: the WSGI server calls
+    close() (through the response) whatever happened, and a generator that never
+    started would not run its `finally`. Either way the call is settled."""
+
+    def __init__(self, stream: ProxyStream, *, created: int) -> None:
+        self._stream = stream
+        self._events = _events(stream, created=created)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._events
+
+    def close(self) -> None:
+        try:
+            self._events.close()
+        finally:
+            self._stream.close()
 
 
 def _events(stream: ProxyStream, *, created: int) -> Iterator[bytes]:

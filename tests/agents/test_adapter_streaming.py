@@ -175,3 +175,36 @@ def test_sse_parsing_joins_data_lines_and_skips_comments() -> None:
     events = list(sse_events(lines))
 
     assert [(e.event, e.data) for e in events] == [("ping", "{}"), ("", "a\nb")]
+
+
+def test_an_error_event_mid_stream_fails_the_stream_with_the_providers_words() -> None:
+    from agents.providers.anthropic import MessageStreamReader
+    from agents.providers.openai_compat import ChatCompletionStreamReader
+
+    anthropic_lines = [
+        "event: message_start",
+        'data: {"type":"message_start","message":{"id":"m1","usage":{"input_tokens":5}}}',
+        "",
+        "event: content_block_delta",
+        'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}',
+        "",
+        "event: error",
+        'data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+        "",
+    ]
+    reader = MessageStreamReader(provider_label="Anthropic", secret="")
+    stream = ChatStream(sse_events(anthropic_lines), reader, close=lambda: None)
+    with pytest.raises(ProviderError, match="the stream failed: Overloaded") as caught:
+        drain(stream)
+    assert caught.value.permanent is False
+    assert stream.text == "Hi"
+
+    openrouter_lines = [
+        'data: {"id":"g1","choices":[{"index":0,"delta":{"content":"Hi"}}]}',
+        "",
+        'data: {"error":{"code":502,"message":"Upstream died"}}',
+        "",
+    ]
+    reader_o = ChatCompletionStreamReader(provider_label="OpenRouter", secret="")
+    with pytest.raises(ProviderError, match="the stream failed: Upstream died"):
+        drain(ChatStream(sse_events(openrouter_lines), reader_o, close=lambda: None))

@@ -367,6 +367,46 @@ def test_an_escalating_roles_good_cheap_answer_streams_as_one_checked_piece(
     assert Task.objects.get().status == TaskStatus.DONE
 
 
+def test_a_stream_the_server_closes_before_reading_it_is_settled_too(
+    client, sandbox, catalog, agent
+):
+    bind("coder", catalog["openai/gpt-4.1-mini"], provider="openai", base_url=sandbox.url + "/v1")
+    body = {"model": "coder", "stream": True, "messages": [{"role": "user", "content": "Hi."}]}
+
+    response = client.post(
+        "/v1/chat/completions",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token_for(agent)}",
+    )
+    assert response.streaming
+    response.close()  # as a WSGI server does when the client left before the first write
+
+    (row,) = Usage.objects.all()
+    assert (row.status, row.basis) == (UsageStatus.SETTLED, PricingBasis.ESTIMATED)
+    assert Task.objects.get().status == TaskStatus.CANCELLED
+
+
+def test_a_credentials_rate_limit_is_a_429_with_retry_after(live_server, sandbox, catalog, agent):
+    role = bind("coder", catalog["openai/gpt-4.1-mini"], provider="openai",
+                base_url=sandbox.url + "/v1")  # fmt: skip
+    credential = RoleBinding.objects.get(role=role).credential
+    credential.requests_per_minute = 1
+    credential.save()
+    client = sdk(live_server, token_for(agent))
+    hello = [{"role": "user", "content": "Hi."}]
+
+    client.chat.completions.create(model="coder", messages=hello)
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.create(model="coder", messages=hello)
+
+    assert limited.value.code == "rate_limit_exceeded"
+    assert 1 <= int(limited.value.response.headers["retry-after"]) <= 61
+    statuses = sorted(Task.objects.values_list("status", flat=True))
+    assert statuses == [TaskStatus.DONE, TaskStatus.FAILED]
+    assert Usage.objects.count() == 1  # the refused call never left
+
+
 # --- Refusals -------------------------------------------------------------------------------
 
 
