@@ -166,12 +166,15 @@ def proxy_complete(*, call: ChatCall, user: AbstractBaseUser) -> ProxyAnswer:
     run, route = _start(call=call, user=user)
     answered = _walk(run, route, call, stream=False)
     assert isinstance(answered.result, ChatResult)
-    call_settle(
-        usage=answered.usage,
-        request=answered.plan.request,
-        result=answered.result,
-        latency_ms=answered.latency_ms,
-    )
+    try:
+        call_settle(
+            usage=answered.usage,
+            request=answered.plan.request,
+            result=answered.result,
+            latency_ms=answered.latency_ms,
+        )
+    except LedgerError as exc:  # the sweeper closed it meanwhile: it stays as it is
+        logger.warning("proxy call %s already closed: %s", answered.usage.call_id, exc)
     rate_tokens_settle(answered.grant, used=tokens_used(answered.result.usage))
     run.finish(status=TaskStatus.DONE, result=answered.result.text, label=answered.label)
     return ProxyAnswer(

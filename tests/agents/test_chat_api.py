@@ -432,6 +432,34 @@ def test_a_blocking_budget_refuses_before_any_call_is_made(live_server, sandbox,
     assert task.status == TaskStatus.OVER_BUDGET
 
 
+def test_a_downgrading_budget_answers_with_the_over_budget_model(
+    live_server, sandbox, catalog, agent
+):
+    role = bind("coder", catalog["openai/gpt-4.1-mini"], provider="openai",
+                base_url=sandbox.url + "/v1")  # fmt: skip
+    free = CatalogModel.objects.create(slug="moonshotai/kimi-k2.6:free", name="Free")
+    free.prices.create(source="sync", prompt=Decimal(0), completion=Decimal(0))
+    RoleBinding.objects.filter(role=role).update(over_budget_model=free)
+    Budget.objects.create(
+        name="Coder cap", scope="role", role=role, period="month", limit=Decimal("0.000001"),
+        action="downgrade",
+    )  # fmt: skip
+
+    raw = sdk(live_server, token_for(agent)).chat.completions.with_raw_response.create(
+        model="coder", messages=[{"role": "user", "content": "Spend less."}]
+    )
+
+    text = raw.parse().choices[0].message.content
+    assert text.startswith("Sandbox answer from kimi-k2.6:free: Spend less.")
+    assert raw.headers["x-roster-model"] == free.slug
+    task = Task.objects.get(pk=int(raw.headers["x-roster-task-id"]))
+    assert task.status == TaskStatus.DONE
+    assert "downgraded" in task.model_label
+    (row,) = Usage.objects.filter(task=task)
+    assert (row.model_id, row.cost) == (free.pk, 0)
+    assert [d["step"] for d in task.routing_decisions] == ["route", "downgrade", "candidate"]
+
+
 def test_a_provider_refusal_is_a_502_not_a_500(live_server, sandbox, catalog, agent):
     bind("coder", catalog["openai/gpt-4.1-mini"], provider="openai", base_url=sandbox.url + "/v1")
     client = sdk(live_server, token_for(agent))
