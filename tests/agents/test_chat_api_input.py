@@ -199,3 +199,13 @@ def test_a_get_on_chat_completions_is_405(client, token):
 
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_a_body_above_the_upload_limit_is_413(client, token, coder, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+
+    response = post(client, token, request(messages=[{"role": "user", "content": "x" * 2000}]))
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert Task.objects.count() == 0
