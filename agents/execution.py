@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from django.conf import settings
 from django.db import transaction
@@ -43,6 +44,7 @@ from agents.escalation import (
 from agents.models import Credential, RoleBinding, RoutingPolicy
 from agents.preparation import prepared_classifier, prompt_messages
 from agents.providers.base import (
+    ChatMessage,
     ChatRequest,
     ChatResult,
     Endpoint,
@@ -91,6 +93,9 @@ logger = logging.getLogger(__name__)
 TRUNCATED_FINISH_REASONS = frozenset({"length", "max_tokens", "MAX_TOKENS"})
 
 
+R = TypeVar("R")
+
+
 class ExecutionError(Exception):
     """A call that cannot be made, with the reason people will read on the task."""
 
@@ -104,18 +109,19 @@ class CallPlan:
 
 
 @dataclass(frozen=True)
-class _Answer:
-    """A provider's answer; its ledger row is still pending."""
+class CallAnswer(Generic[R]):
+    """A provider's answer (a ChatResult, or the opened stream of the synchronous
+    endpoint: agents.proxy); its ledger row is still pending."""
 
     plan: CallPlan
     usage: Usage
-    result: ChatResult
+    result: R
     latency_ms: int
     grant: RateGrant
 
 
 @dataclass(frozen=True)
-class _Failure:
+class CallFailure:
     """A candidate that gave no answer; `message` is the readable, redacted reason.
     `outcome` is "skipped" when no call could be made at all."""
 
@@ -124,25 +130,31 @@ class _Failure:
 
 
 @dataclass(frozen=True)
-class _Refused:
+class CallRefused:
     """A candidate's call refused by a hard budget before it left."""
 
     exc: BudgetExceeded
 
 
 @dataclass(frozen=True)
-class _RateLimited:
+class CallRateLimited:
     """A candidate's call held back by its credential's rate limit: the task waits."""
 
     wait: RateWait
 
 
 @dataclass(frozen=True)
-class _Released:
+class CallReleased:
     """The worker no longer holds the task (it was cancelled, or the sweeper gave it to
     another worker): no further call is made."""
 
     status: str
+
+
+class AttemptCounter(Protocol):
+    """Who counts a task's provider attempts (the ledger's `attempt`)."""
+
+    attempts_made: int
 
 
 @dataclass
@@ -204,7 +216,7 @@ def task_execute(*, task_id: int, worker_id: str) -> str:
         error = f"The role {task.role.slug!r} has no model bound to it."
         refused = Decision(step="route", outcome="refused", why=error)
         decisions.append(refused.as_json(execution=task.executions))
-        return _finish(
+        return task_finish(
             task=task,
             worker_id=worker_id,
             decisions=decisions,
@@ -237,14 +249,14 @@ def _walk(run: _Run, route: Route) -> str:
             _candidate_gave_up(run, walk, candidate, str(exc), more=more, outcome="skipped")
             continue
         outcome = _call_candidate(run, plan, attempts=candidate.attempts)
-        if isinstance(outcome, _Released):
+        if isinstance(outcome, CallReleased):
             logger.info("task %s is %s: no further provider call", run.task.pk, outcome.status)
             return outcome.status
-        if isinstance(outcome, _RateLimited):
+        if isinstance(outcome, CallRateLimited):
             return _rate_limited(run, candidate, outcome.wait)
-        if isinstance(outcome, _Refused):
+        if isinstance(outcome, CallRefused):
             return _budget_refused(run, outcome.exc, candidate, rest=candidates[index + 1 :])
-        if isinstance(outcome, _Failure):
+        if isinstance(outcome, CallFailure):
             _candidate_gave_up(
                 run, walk, candidate, outcome.message, more=more, outcome=outcome.outcome
             )
@@ -349,6 +361,34 @@ def _budget_refused(
 
 def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check: bool) -> CallPlan:
     """The call to one candidate. Raises ExecutionError when it cannot be made."""
+    system = task.role.system_prompt
+    if self_check:
+        system = f"{system}\n\n{SELF_CHECK_INSTRUCTION}" if system else SELF_CHECK_INSTRUCTION
+    return call_plan(
+        candidate=candidate,
+        # The thread's history, the pages' text and the prompt, as preparation assembled
+        # them (agents.preparation).
+        messages=prompt_messages(task=task),
+        max_tokens=min(task.max_tokens or binding.max_tokens, settings.ROSTER_MAX_TOKENS_LIMIT),
+        system=system,
+        prefix=task.prefix,
+    )
+
+
+def call_plan(
+    *,
+    candidate: Candidate,
+    messages: tuple[ChatMessage, ...],
+    max_tokens: int,
+    system: str,
+    prefix: str,
+) -> CallPlan:
+    """The call to one route candidate with these messages: its credential's key
+    decrypted, its base URL and upstream model name resolved.
+
+    Returns the plan. Raises ExecutionError when the call cannot be made (a key that
+    cannot be decrypted, a credential without the base URL its provider needs).
+    """
     credential = candidate.credential
     try:
         api_key = secret_decrypt(credential.secret_encrypted)
@@ -362,18 +402,12 @@ def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check:
     upstream = candidate.upstream_model or upstream_model_name(
         provider=credential.provider, catalog_slug=candidate.model.slug
     )
-    max_tokens = min(task.max_tokens or binding.max_tokens, settings.ROSTER_MAX_TOKENS_LIMIT)
-    system = task.role.system_prompt
-    if self_check:
-        system = f"{system}\n\n{SELF_CHECK_INSTRUCTION}" if system else SELF_CHECK_INSTRUCTION
     request = ChatRequest(
         model=upstream,
-        # The thread's history, the pages' text and the prompt, as preparation assembled
-        # them (agents.preparation).
-        messages=prompt_messages(task=task),
+        messages=messages,
         max_tokens=max_tokens,
         system=system,
-        prefix=task.prefix,
+        prefix=prefix,
         timeout=candidate.timeout,
     )
     return CallPlan(
@@ -392,86 +426,119 @@ def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check:
 
 def _call_candidate(
     run: _Run, plan: CallPlan, *, attempts: int
-) -> _Answer | _Failure | _Refused | _RateLimited | _Released:
+) -> CallAnswer[ChatResult] | CallFailure | CallRefused | CallRateLimited | CallReleased:
     """Call one candidate until it answers, fails permanently, runs out of attempts, a
-    budget refuses or its rate limit holds it back. Every call is a ledger row; failed
-    ones are closed at cost 0."""
+    budget refuses or its rate limit holds it back (candidate_call)."""
+    adapter = adapter_for(plan.target.provider)
+    return candidate_call(
+        task=run.task,
+        plan=plan,
+        attempts=attempts,
+        counter=run,
+        # Cancelling a task (office.services.task_cancel) stops its next call, not only
+        # its next task: checked before every attempt, one indexed read.
+        released=lambda: _released(run),
+        # A requeued task starts its route over and would pay again for an escalation's
+        # rejected cheap answer: wait for the slot here instead.
+        wait_for_rate_slot=bool(run.held_text),
+        send=lambda request: adapter.complete(endpoint=plan.endpoint, request=request),
+    )
+
+
+def candidate_call(
+    *,
+    task: Task,
+    plan: CallPlan,
+    attempts: int,
+    counter: AttemptCounter,
+    send: Callable[[ChatRequest], R],
+    released: Callable[[], CallReleased | None] = lambda: None,
+    wait_for_rate_slot: bool = False,
+) -> CallAnswer[R] | CallFailure | CallRefused | CallRateLimited | CallReleased:
+    """Call one candidate with `send` (the adapter call, given the request with its call
+    id) until it answers, fails permanently, runs out of `attempts`, a budget refuses,
+    its rate limit holds it back or `released` says the caller no longer holds the task.
+
+    Every call is a ledger row, opened (budget reserved) before it leaves; failed ones
+    are closed at cost 0 here, an answer's row is left pending for the caller to settle.
+    `counter.attempts_made` numbers the task's attempts. Never raises ProviderError.
+    """
     # The request does not change between attempts: measure its prompt once.
-    prompt_texts = _prompt_texts(plan.request)
-    estimate = prompt_tokens_estimate(*prompt_texts)
-    bound = prompt_tokens_bound(*prompt_texts)
+    texts = prompt_texts(plan.request)
+    estimate = prompt_tokens_estimate(*texts)
+    bound = prompt_tokens_bound(*texts)
     tries = 0
     while True:
         tries += 1
-        # Cancelling a task (office.services.task_cancel) stops its next call, not only
-        # its next task: checked before every attempt, one indexed read.
-        if (released := _released(run)) is not None:
-            return released
+        if (gone := released()) is not None:
+            return gone
         try:
             gate = rate_slot_for_call(
                 credential=plan.credential,
                 tokens=estimate + plan.request.max_tokens,
-                # A requeued task starts its route over and would pay again for an
-                # escalation's rejected cheap answer: wait for the slot here instead.
-                in_thread=bool(run.held_text),
+                in_thread=wait_for_rate_slot,
             )
         except RateLimitError as exc:  # the call can never fit this credential's limit
-            return _Failure(exc.message, outcome="skipped")
+            return CallFailure(exc.message, outcome="skipped")
         if isinstance(gate, RateWait):
-            return _RateLimited(gate)
-        run.attempts_made += 1
+            return CallRateLimited(gate)
+        counter.attempts_made += 1
         try:
             usage = usage_open(
-                task=run.task,
+                task=task,
                 target=plan.target,
-                attempt=run.attempts_made,
+                attempt=counter.attempts_made,
                 estimated_input_tokens=estimate,
                 input_tokens_bound=bound,
                 max_output_tokens=plan.request.max_tokens,
             )
         except BudgetExceeded as exc:
-            run.attempts_made -= 1  # no call was made
+            counter.attempts_made -= 1  # no call was made
             rate_tokens_settle(gate, used=0)
-            return _Refused(exc)
+            return CallRefused(exc)
         except LedgerError as exc:
-            run.attempts_made -= 1
+            counter.attempts_made -= 1
             rate_tokens_settle(gate, used=0)
-            return _Failure(str(exc), outcome="skipped")
+            return CallFailure(str(exc), outcome="skipped")
         request = replace(plan.request, call_id=usage.call_id)
         started = time.monotonic()
         try:
-            result = adapter_for(plan.target.provider).complete(
-                endpoint=plan.endpoint, request=request
-            )
+            result = send(request)
         except ProviderError as exc:
             latency_ms = int((time.monotonic() - started) * 1000)
-            message = redact(exc.message, plan.endpoint.api_key)
-            usage_fail(
-                usage=usage, error=message, http_status=exc.status_code, latency_ms=latency_ms
-            )
+            message = call_fail(usage=usage, plan=plan, exc=exc, latency_ms=latency_ms)
             rate_tokens_settle(gate, used=tokens_after_failure(exc))
             wait = _retry_wait(exc, attempt=tries)
             if exc.permanent or tries >= attempts or wait is None:
-                return _Failure(message if exc.permanent else _gave_up(message, tries, exc, wait))
+                reason = message if exc.permanent else _gave_up(message, tries, exc, wait)
+                return CallFailure(reason)
             logger.info(
                 "task %s attempt %s failed (%s); retrying in %.1fs",
-                run.task.pk,
-                run.attempts_made,
+                task.pk,
+                counter.attempts_made,
                 message,
                 wait,
             )
             time.sleep(wait)
             continue
         latency_ms = int((time.monotonic() - started) * 1000)
-        return _Answer(plan=plan, usage=usage, result=result, latency_ms=latency_ms, grant=gate)
+        return CallAnswer(plan=plan, usage=usage, result=result, latency_ms=latency_ms, grant=gate)
 
 
-def _released(run: _Run) -> _Released | None:
+def call_fail(*, usage: Usage, plan: CallPlan, exc: ProviderError, latency_ms: int) -> str:
+    """Close a call's pending ledger row as failed (cost 0) with the provider's error.
+    Returns the error message with the credential's key masked out."""
+    message = redact(exc.message, plan.endpoint.api_key)
+    usage_fail(usage=usage, error=message, http_status=exc.status_code, latency_ms=latency_ms)
+    return message
+
+
+def _released(run: _Run) -> CallReleased | None:
     """None while this worker still holds the task; else what became of it."""
     status = Task.objects.filter(pk=run.task.pk).values_list("status", "claimed_by").first()
     if status is not None and status == (TaskStatus.RUNNING, run.worker_id):
         return None
-    return _Released(status=status[0] if status else "missing")
+    return CallReleased(status=status[0] if status else "missing")
 
 
 def _rate_limited(run: _Run, candidate: Candidate, wait: RateWait) -> str:
@@ -495,21 +562,35 @@ def _rate_limited(run: _Run, candidate: Candidate, wait: RateWait) -> str:
     return TaskStatus.QUEUED
 
 
-def _settle(answer: _Answer) -> None:
+def _settle(answer: CallAnswer[ChatResult]) -> None:
     """Settle the answering call. Outside a transaction, so that it can share a batch
     (and a commit) with the settlements of this worker's other threads."""
-    usage_settle(
+    call_settle(
         usage=answer.usage,
-        token_usage=answer.result.usage,
-        reported_cost=answer.result.reported_cost,
-        prompt_texts=_prompt_texts(answer.plan.request),
-        output_text=answer.result.text,
-        provider_request_id=answer.result.provider_request_id,
+        request=answer.plan.request,
+        result=answer.result,
         latency_ms=answer.latency_ms,
     )
 
 
-def _prompt_texts(request: ChatRequest) -> tuple[str, ...]:
+def call_settle(*, usage: Usage, request: ChatRequest, result: ChatResult, latency_ms: int) -> None:
+    """Settle a call's pending ledger row with the usage its provider reported, priced
+    exactly (estimated from the request and the answer text when none was reported).
+
+    Raises LedgerError if the row is no longer pending.
+    """
+    usage_settle(
+        usage=usage,
+        token_usage=result.usage,
+        reported_cost=result.reported_cost,
+        prompt_texts=prompt_texts(request),
+        output_text=result.text,
+        provider_request_id=result.provider_request_id,
+        latency_ms=latency_ms,
+    )
+
+
+def prompt_texts(request: ChatRequest) -> tuple[str, ...]:
     """Every text of the request: what budget estimates and reservations count."""
     return (request.system, request.prefix, *(message.content for message in request.messages))
 
@@ -616,7 +697,7 @@ def _record(run: _Run) -> None:
 def _end(
     run: _Run, *, status: str, result: str = "", error: str = "", model_label: str = ""
 ) -> str:
-    return _finish(
+    return task_finish(
         task=run.task,
         worker_id=run.worker_id,
         decisions=run.decisions,
@@ -627,7 +708,7 @@ def _end(
     )
 
 
-def _finish(
+def task_finish(
     *,
     task: Task,
     worker_id: str,

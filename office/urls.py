@@ -7,6 +7,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("office.api.urls")),
+    # The OpenAI-compatible endpoint (agents.chat_api; docs/openai.md).
+    path("v1/", include("agents.chat_api.urls")),
     # Manager pages (reports, calculator, what-if); included by name, office imports no app.
     path("billing/", include("billing.urls")),
     path("billing/", include("billing.planning_urls")),

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.providers.base import ChatRequest, ChatResult, Endpoint
+from agents.providers.base import ChatRequest, ChatResult, ChatStream, Endpoint, ServerSentEvent
 from agents.providers.http import (
     api_url,
     call_headers,
     json_object,
     malformed_answer,
+    post_events,
     post_json,
+    provider_error_message,
     provider_label,
+    stream_chunk,
+    stream_truncated,
     token_count,
     usage_or_none,
 )
@@ -40,6 +44,12 @@ def messages_payload(request: ChatRequest) -> dict[str, Any]:
     ]
     if blocks:
         payload["system"] = blocks
+    if request.temperature is not None:
+        payload["temperature"] = request.temperature
+    if request.top_p is not None:
+        payload["top_p"] = request.top_p
+    if request.stop:
+        payload["stop_sequences"] = list(request.stop)
     return payload
 
 
@@ -113,6 +123,66 @@ def parse_message(data: dict[str, Any], *, provider_label: str, secret: str) -> 
     )
 
 
+class MessageStreamReader:
+    """Reads a Messages stream (StreamReader): message_start carries the input side of
+    the usage, content_block_delta the text, message_delta the stop reason and the
+    final (cumulative) usage, message_stop ends it; an `error` event fails it."""
+
+    def __init__(self, *, provider_label: str, secret: str) -> None:
+        self.label = provider_label
+        self.secret = secret
+        self.finish_reason = ""
+        self.model = ""
+        self.message_id = ""
+        self.raw_usage: dict[str, Any] = {}
+        self.text = ""
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def feed(self, event: ServerSentEvent) -> str:
+        data = stream_chunk(event, provider_label=self.label, secret=self.secret)
+        kind = data.get("type") or event.event
+        if kind == "error":
+            # Overloaded or failed mid-stream (the HTTP status was already 200).
+            reason = provider_error_message(data) or "an error event"
+            raise malformed_answer(self.label, f"the stream failed: {reason}", secret=self.secret)
+        if kind == "message_start":
+            message = json_object(data.get("message"))
+            self.model = str(message.get("model") or "")
+            self.message_id = str(message.get("id") or "")
+            self.raw_usage = dict(json_object(message.get("usage")))
+        elif kind == "content_block_delta":
+            delta = json_object(data.get("delta"))
+            if delta.get("type") == "text_delta":  # thinking and tool input are not text
+                text = str(delta.get("text") or "")
+                self.text += text
+                return text
+        elif kind == "message_delta":
+            stop = json_object(data.get("delta")).get("stop_reason")
+            if stop:
+                self.finish_reason = str(stop)
+            # Cumulative counts: they replace what message_start said.
+            self.raw_usage.update(json_object(data.get("usage")))
+        elif kind == "message_stop":
+            self._done = True
+        return ""
+
+    def result(self, *, ended: bool) -> ChatResult:
+        if not self._done:
+            raise stream_truncated(self.label, secret=self.secret)
+        return ChatResult(
+            text=self.text,
+            usage=usage_or_none(parse_token_usage, self.raw_usage, provider_label=self.label),
+            model=self.model,
+            finish_reason=self.finish_reason,
+            provider_request_id=self.message_id,
+            raw_usage=self.raw_usage,
+        )
+
+
 class AnthropicAdapter:
     """POST {base_url}/v1/messages with an x-api-key."""
 
@@ -121,17 +191,35 @@ class AnthropicAdapter:
         label = provider_label(endpoint.base_url, wire=WIRE)
         response = post_json(
             api_url(endpoint.base_url, "messages", version="v1"),
-            headers={
-                "x-api-key": endpoint.api_key,
-                "anthropic-version": API_VERSION,
-                **call_headers(request.call_id),
-            },
+            headers=_headers(endpoint, request),
             payload=messages_payload(request),
             provider_label=label,
             secret=endpoint.api_key,
             timeout=request.timeout,
         )
         return parse_message(response.data, provider_label=label, secret=endpoint.api_key)
+
+    def stream(self, *, endpoint: Endpoint, request: ChatRequest) -> ChatStream:
+        """Return the answer as a stream. Iterating it raises ProviderError."""
+        label = provider_label(endpoint.base_url, wire=WIRE)
+        events = post_events(
+            api_url(endpoint.base_url, "messages", version="v1"),
+            headers=_headers(endpoint, request),
+            payload={**messages_payload(request), "stream": True},
+            provider_label=label,
+            secret=endpoint.api_key,
+            timeout=request.timeout,
+        )
+        reader = MessageStreamReader(provider_label=label, secret=endpoint.api_key)
+        return ChatStream(events, reader, close=events.close)
+
+
+def _headers(endpoint: Endpoint, request: ChatRequest) -> dict[str, str]:
+    return {
+        "x-api-key": endpoint.api_key,
+        "anthropic-version": API_VERSION,
+        **call_headers(request.call_id),
+    }
 
 
 ADAPTER = AnthropicAdapter()

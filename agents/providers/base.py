@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -32,6 +33,11 @@ class ChatRequest:
     # Seconds this call may take instead of ROSTER_PROVIDER_TIMEOUT (a route candidate's
     # own timeout); None: the shared client's.
     timeout: float | None = None
+    # Sampling, passed through when a client sets it (the OpenAI-compatible endpoint);
+    # None / (): the provider's default.
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
 
     @property
     def instructions(self) -> str:
@@ -91,7 +97,72 @@ class ProviderError(Exception):
         return self.message
 
 
+@dataclass(frozen=True)
+class ServerSentEvent:
+    """One event of a provider's text/event-stream: its `event` name ("" when unnamed)
+    and its data lines joined by newlines."""
+
+    event: str
+    data: str
+
+
+class StreamReader(Protocol):
+    """Reads one wire format's stream events into text deltas and a final ChatResult."""
+
+    def feed(self, event: ServerSentEvent) -> str:
+        """Take one event; return the answer text it adds ("" for none). Raises
+        ProviderError for an error event or a malformed one."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """True once the stream's terminal event has arrived (nothing more to read)."""
+        ...
+
+    def result(self, *, ended: bool) -> ChatResult:
+        """The whole answer. `ended`: the connection closed after the last event.
+        Raises ProviderError when the stream stopped before its answer was complete."""
+        ...
+
+
+class ChatStream:
+    """An answer arriving in pieces. Iterate for its text deltas; once iteration ends,
+    `result` holds the whole answer (text, usage mapped as the non-streamed call maps
+    it, finish reason). Iteration raises ProviderError for a failed, truncated or
+    malformed stream. `close()` drops the connection (the provider stops generating).
+    """
+
+    def __init__(
+        self, events: Iterator[ServerSentEvent], reader: StreamReader, close: Callable[[], None]
+    ) -> None:
+        self._events = events
+        self._reader = reader
+        self._close = close
+        self.text = ""  # the answer so far
+        self.result: ChatResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        ended = True
+        for event in self._events:
+            delta = self._reader.feed(event)
+            if delta:
+                self.text += delta
+                yield delta
+            if self._reader.done:
+                ended = False
+                break
+        self.result = self._reader.result(ended=ended)
+        self.close()
+
+    def close(self) -> None:
+        """Close the upstream connection; safe to call more than once."""
+        self._close()
+
+
 class Adapter(Protocol):
-    """One wire format. `complete` returns a ChatResult or raises ProviderError."""
+    """One wire format. `complete` returns a ChatResult or raises ProviderError;
+    `stream` returns a ChatStream (errors surface while iterating it)."""
 
     def complete(self, *, endpoint: Endpoint, request: ChatRequest) -> ChatResult: ...
+
+    def stream(self, *, endpoint: Endpoint, request: ChatRequest) -> ChatStream: ...

@@ -5,15 +5,19 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from agents.providers.base import ChatRequest, ChatResult, Endpoint
+from agents.providers.base import ChatRequest, ChatResult, ChatStream, Endpoint, ServerSentEvent
 from agents.providers.http import (
     api_url,
     call_headers,
     json_object,
     malformed_answer,
+    post_events,
     post_json,
     provider_error,
+    provider_error_message,
     provider_label,
+    stream_chunk,
+    stream_truncated,
     token_count,
     usage_or_none,
 )
@@ -25,15 +29,16 @@ API_VERSION = "v1beta"
 ROLES = {"user": "user", "assistant": "model"}
 
 
-def generate_url(base_url: str, model: str) -> str:
-    """Return the generateContent URL for a model ("gemini-2.5-flash" or "models/...")."""
+def generate_url(base_url: str, model: str, *, method: str = "generateContent") -> str:
+    """Return the generateContent (or `method`: streamGenerateContent) URL for a model
+    ("gemini-2.5-flash" or "models/...")."""
     if model.startswith(("models/", "tunedModels/")):
         kind, _, name = model.partition("/")
     else:
         kind, name = "models", model
     # Quoted so that a model name can never reach another path of the API.
     resource = f"{kind}/{quote(name, safe='')}"
-    return api_url(base_url, f"{resource}:generateContent", version=API_VERSION)
+    return api_url(base_url, f"{resource}:{method}", version=API_VERSION)
 
 
 def generate_payload(request: ChatRequest) -> dict[str, Any]:
@@ -45,6 +50,13 @@ def generate_payload(request: ChatRequest) -> dict[str, Any]:
         ],
         "generationConfig": {"maxOutputTokens": request.max_tokens},
     }
+    config = payload["generationConfig"]
+    if request.temperature is not None:
+        config["temperature"] = request.temperature
+    if request.top_p is not None:
+        config["topP"] = request.top_p
+    if request.stop:
+        config["stopSequences"] = list(request.stop)
     # Gemini caches repeated prefixes implicitly: nothing to mark, the stable parts go first.
     parts = [{"text": text} for text in (request.system, request.prefix) if text]
     if parts:
@@ -80,24 +92,10 @@ def parse_generate_response(
     """
     candidates = data.get("candidates")
     if not isinstance(candidates, list) or not candidates:
-        feedback = json_object(data.get("promptFeedback"))
-        reason = feedback.get("blockReason")
-        if reason:
-            explanation = feedback.get("blockReasonMessage")
-            suffix = f" ({explanation})" if isinstance(explanation, str) and explanation else ""
-            raise provider_error(
-                f"{provider_label}: blocked by the provider: {reason}{suffix}",
-                secret=secret,
-                permanent=True,
-            )
+        _raise_if_blocked(data, provider_label=provider_label, secret=secret)
         raise malformed_answer(provider_label, "the answer has no candidates", secret=secret)
     candidate = json_object(candidates[0])
-    parts = json_object(candidate.get("content")).get("parts")
-    text = "".join(
-        str(part.get("text", ""))
-        for part in (parts if isinstance(parts, list) else [])
-        if isinstance(part, dict) and not part.get("thought")
-    )
+    text = _candidate_text(candidate)
     raw_usage = json_object(data.get("usageMetadata"))
     return ChatResult(
         text=text,
@@ -107,6 +105,81 @@ def parse_generate_response(
         provider_request_id=str(data.get("responseId") or ""),
         raw_usage=raw_usage,
     )
+
+
+def _raise_if_blocked(data: dict[str, Any], *, provider_label: str, secret: str) -> None:
+    """Raise the permanent ProviderError of a blocked prompt, if the answer says so."""
+    feedback = json_object(data.get("promptFeedback"))
+    reason = feedback.get("blockReason")
+    if reason:
+        explanation = feedback.get("blockReasonMessage")
+        suffix = f" ({explanation})" if isinstance(explanation, str) and explanation else ""
+        raise provider_error(
+            f"{provider_label}: blocked by the provider: {reason}{suffix}",
+            secret=secret,
+            permanent=True,
+        )
+
+
+def _candidate_text(candidate: dict[str, Any]) -> str:
+    parts = json_object(candidate.get("content")).get("parts")
+    return "".join(
+        str(part.get("text", ""))
+        for part in (parts if isinstance(parts, list) else [])
+        if isinstance(part, dict) and not part.get("thought")
+    )
+
+
+class GenerateStreamReader:
+    """Reads streamGenerateContent?alt=sse (StreamReader): every event is a partial
+    GenerateContentResponse; the last carries the finishReason and usageMetadata. The
+    stream ends when the connection closes."""
+
+    def __init__(self, *, provider_label: str, secret: str) -> None:
+        self.label = provider_label
+        self.secret = secret
+        self.finish_reason = ""
+        self.model = ""
+        self.response_id = ""
+        self.raw_usage: dict[str, Any] = {}
+        self.text = ""
+
+    @property
+    def done(self) -> bool:
+        return False  # Gemini sends no terminal event: the stream ends with the connection
+
+    def feed(self, event: ServerSentEvent) -> str:
+        data = stream_chunk(event, provider_label=self.label, secret=self.secret)
+        if data.get("error"):
+            reason = provider_error_message(data) or "an error chunk"
+            raise malformed_answer(self.label, f"the stream failed: {reason}", secret=self.secret)
+        self.model = str(data.get("modelVersion") or self.model)
+        self.response_id = str(data.get("responseId") or self.response_id)
+        usage = data.get("usageMetadata")
+        if isinstance(usage, dict) and usage:
+            self.raw_usage = usage
+        candidates = data.get("candidates")
+        if not isinstance(candidates, list) or not candidates:
+            _raise_if_blocked(data, provider_label=self.label, secret=self.secret)
+            return ""
+        candidate = json_object(candidates[0])
+        if candidate.get("finishReason"):
+            self.finish_reason = str(candidate["finishReason"])
+        text = _candidate_text(candidate)
+        self.text += text
+        return text
+
+    def result(self, *, ended: bool) -> ChatResult:
+        if not self.finish_reason:
+            raise stream_truncated(self.label, secret=self.secret)
+        return ChatResult(
+            text=self.text,
+            usage=usage_or_none(parse_token_usage, self.raw_usage, provider_label=self.label),
+            model=self.model,
+            finish_reason=self.finish_reason,
+            provider_request_id=self.response_id,
+            raw_usage=self.raw_usage,
+        )
 
 
 class GeminiAdapter:
@@ -125,6 +198,21 @@ class GeminiAdapter:
             timeout=request.timeout,
         )
         return parse_generate_response(response.data, provider_label=label, secret=endpoint.api_key)
+
+    def stream(self, *, endpoint: Endpoint, request: ChatRequest) -> ChatStream:
+        """Return the answer as a stream (alt=sse). Iterating it raises ProviderError."""
+        label = provider_label(endpoint.base_url, wire=WIRE)
+        url = generate_url(endpoint.base_url, request.model, method="streamGenerateContent")
+        events = post_events(
+            url + "?alt=sse",
+            headers={"x-goog-api-key": endpoint.api_key, **call_headers(request.call_id)},
+            payload=generate_payload(request),
+            provider_label=label,
+            secret=endpoint.api_key,
+            timeout=request.timeout,
+        )
+        reader = GenerateStreamReader(provider_label=label, secret=endpoint.api_key)
+        return ChatStream(events, reader, close=events.close)
 
 
 ADAPTER = GeminiAdapter()

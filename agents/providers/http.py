@@ -15,7 +15,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
-from agents.providers.base import ProviderError
+from agents.providers.base import ProviderError, ServerSentEvent
 from agents.providers.registry import DEFAULT_BASE_URLS, ProviderKind
 from agents.redaction import redact
 from billing.pricing import PricingError, TokenUsage
@@ -170,40 +170,8 @@ def _request_json(
             json=payload,
             timeout=limits,
         )
-    except httpx.TimeoutException as exc:
-        raise _timeout_error(exc, limits, provider_label, secret) from exc
-    except httpx.ConnectError as exc:
-        raise provider_error(
-            f"could not connect to {provider_label}: {exc}",
-            secret=secret,
-            permanent=False,
-            reached_provider=False,
-        ) from exc
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        raise provider_error(
-            f"invalid base URL for {provider_label}: {exc}",
-            secret=secret,
-            permanent=True,
-            reached_provider=False,
-        ) from exc
-    except httpx.LocalProtocolError:
-        # httpx names the offending header value here, and that value can be the key:
-        # keep both the text and the chained exception out of the error.
-        raise provider_error(
-            f"could not build the request to {provider_label}: the key or base URL "
-            "contains characters that are not allowed in HTTP headers",
-            secret=secret,
-            permanent=True,
-            reached_provider=False,
-        ) from None
-    except httpx.RequestError as exc:
-        # Connection reset, server hung up mid-answer, proxy failure, bad gzip: the request
-        # may have been processed, and trying again may work.
-        raise provider_error(
-            f"connection to {provider_label} failed: {type(exc).__name__}: {exc}",
-            secret=secret,
-            permanent=False,
-        ) from exc
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise _transport_error(exc, limits, provider_label, secret) from _cause(exc)
 
     if not 200 <= response.status_code < 300:
         raise _status_error(response, provider_label, secret)
@@ -220,6 +188,116 @@ def _request_json(
             status_code=response.status_code,
         )
     return JsonResponse(data=data, headers=response.headers, status=response.status_code)
+
+
+def _transport_error(
+    exc: httpx.HTTPError | httpx.InvalidURL, limits: httpx.Timeout, provider_label: str, secret: str
+) -> ProviderError:
+    """The ProviderError of a request that failed in transport (no HTTP status)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return _timeout_error(exc, limits, provider_label, secret)
+    if isinstance(exc, httpx.ConnectError):
+        return provider_error(
+            f"could not connect to {provider_label}: {exc}",
+            secret=secret,
+            permanent=False,
+            reached_provider=False,
+        )
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return provider_error(
+            f"invalid base URL for {provider_label}: {exc}",
+            secret=secret,
+            permanent=True,
+            reached_provider=False,
+        )
+    if isinstance(exc, httpx.LocalProtocolError):
+        # httpx names the offending header value here, and that value can be the key:
+        # keep both the text and the chained exception out of the error (_cause).
+        return provider_error(
+            f"could not build the request to {provider_label}: the key or base URL "
+            "contains characters that are not allowed in HTTP headers",
+            secret=secret,
+            permanent=True,
+            reached_provider=False,
+        )
+    # Connection reset, server hung up mid-answer, proxy failure, bad gzip: the request
+    # may have been processed, and trying again may work.
+    return provider_error(
+        f"connection to {provider_label} failed: {type(exc).__name__}: {exc}",
+        secret=secret,
+        permanent=False,
+    )
+
+
+def _cause(exc: Exception) -> Exception | None:
+    # The chained exception of a header error may quote the key (see _transport_error).
+    return None if isinstance(exc, httpx.LocalProtocolError) else exc
+
+
+def post_events(
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    payload: Mapping[str, Any],
+    provider_label: str,
+    secret: str,
+    timeout: float | None = None,
+) -> Iterator[ServerSentEvent]:
+    """POST `payload` as JSON and yield the server-sent events of the 2xx answer.
+
+    A generator: the request leaves on the first `next()`, and closing the generator
+    closes the connection. `timeout` bounds the connection and each wait for the next
+    bytes (not the whole stream). Raises ProviderError, while iterating, for transport
+    failures (before or during the stream) and non-2xx answers.
+    """
+    client = get_client()
+    limits = client.timeout if timeout is None else request_timeout(timeout)
+    request = client.build_request(
+        "POST",
+        url,
+        headers={"Accept": "text/event-stream", **headers},
+        json=payload,
+        timeout=limits,
+    )
+    try:
+        response = client.send(request, stream=True)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise _transport_error(exc, limits, provider_label, secret) from _cause(exc)
+    try:
+        if not 200 <= response.status_code < 300:
+            try:
+                response.read()
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc, limits, provider_label, secret) from _cause(exc)
+            raise _status_error(response, provider_label, secret)
+        try:
+            yield from sse_events(response.iter_lines())
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, limits, provider_label, secret) from _cause(exc)
+    finally:
+        response.close()
+
+
+def sse_events(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
+    """Parse text/event-stream lines (https://html.spec.whatwg.org/#event-stream-
+    interpretation) into events; comments and ids are skipped, an event cut off by the
+    end of the stream is dropped."""
+    name = ""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield ServerSentEvent(event=name, data="\n".join(data))
+            name, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
 
 
 def request_timeout(seconds: float) -> httpx.Timeout:
@@ -327,6 +405,31 @@ def malformed_answer(provider_label: str, detail: str, *, secret: str) -> Provid
     """Return the retryable error for a JSON answer without the fields its format promises."""
     return provider_error(
         f"malformed answer from {provider_label}: {detail}", secret=secret, permanent=False
+    )
+
+
+def stream_chunk(event: ServerSentEvent, *, provider_label: str, secret: str) -> dict[str, Any]:
+    """Return a stream event's data as a JSON object. Raises a retryable ProviderError
+    when it is not one (a malformed chunk)."""
+    try:
+        data = parse_json(event.data)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise malformed_answer(
+            provider_label,
+            f"a stream chunk is not a JSON object: {body_snippet(event.data)}",
+            secret=secret,
+        )
+    return data
+
+
+def stream_truncated(provider_label: str, *, secret: str) -> ProviderError:
+    """Return the retryable error for a stream that ended before its answer did."""
+    return provider_error(
+        f"the stream from {provider_label} ended before the answer was complete",
+        secret=secret,
+        permanent=False,
     )
 
 

@@ -8,17 +8,20 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from agents.providers.base import ChatRequest, ChatResult, Endpoint
+from agents.providers.base import ChatRequest, ChatResult, ChatStream, Endpoint, ServerSentEvent
 from agents.providers.http import (
     api_url,
     call_headers,
     host_of,
     json_object,
     malformed_answer,
+    post_events,
     post_json,
     provider_error_message,
     provider_label,
     reported_cost,
+    stream_chunk,
+    stream_truncated,
     token_count,
     usage_or_none,
 )
@@ -55,11 +58,24 @@ def chat_payload(request: ChatRequest, *, base_url: str) -> dict[str, Any]:
         "messages": messages,
         limit_field: request.max_tokens,
     }
+    payload.update(sampling_fields(request))
     if is_openrouter(base_url):
         # Now implied by OpenRouter (documented as deprecated, no effect); kept so that
         # older OpenRouter-compatible proxies still return usage.cost.
         payload["usage"] = {"include": True}
     return payload
+
+
+def sampling_fields(request: ChatRequest) -> dict[str, Any]:
+    """The sampling parameters a request sets, in OpenAI's names (none: provider default)."""
+    fields: dict[str, Any] = {}
+    if request.temperature is not None:
+        fields["temperature"] = request.temperature
+    if request.top_p is not None:
+        fields["top_p"] = request.top_p
+    if request.stop:
+        fields["stop"] = list(request.stop)
+    return fields
 
 
 def chat_headers(endpoint: Endpoint, request: ChatRequest) -> dict[str, str]:
@@ -108,6 +124,7 @@ def parse_token_usage(usage: dict[str, Any]) -> TokenUsage:
 
 
 def _message_text(message: dict[str, Any]) -> str:
+    """The answer text of a message, or of a streamed delta."""
     content = message.get("content")
     if isinstance(content, list):
         # Some servers (Mistral's reasoning models) send typed parts; keep the answer text.
@@ -145,6 +162,64 @@ def parse_chat_completion(data: dict[str, Any], *, provider_label: str, secret: 
     )
 
 
+class ChatCompletionStreamReader:
+    """Reads an OpenAI-style chat completion stream (StreamReader): `data: {chunk}`
+    events, usage in a last chunk without choices (stream_options.include_usage; always
+    on OpenRouter, with its usage.cost), then `data: [DONE]`."""
+
+    def __init__(self, *, provider_label: str, secret: str) -> None:
+        self.label = provider_label
+        self.secret = secret
+        self.finish_reason = ""
+        self.model = ""
+        self.response_id = ""
+        self.raw_usage: dict[str, Any] = {}
+        self.text = ""
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def feed(self, event: ServerSentEvent) -> str:
+        if event.data.strip() == "[DONE]":
+            self._done = True
+            return ""
+        chunk = stream_chunk(event, provider_label=self.label, secret=self.secret)
+        if chunk.get("error"):
+            # OpenRouter reports an upstream failure mid-stream as an error chunk.
+            reason = provider_error_message(chunk) or "an error chunk"
+            raise malformed_answer(self.label, f"the stream failed: {reason}", secret=self.secret)
+        self.model = str(chunk.get("model") or self.model)
+        self.response_id = str(chunk.get("id") or self.response_id)
+        usage = chunk.get("usage")
+        if isinstance(usage, dict) and usage:
+            self.raw_usage = usage
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return ""
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self.finish_reason = str(choice["finish_reason"])
+        delta = _message_text(json_object(choice.get("delta")))
+        self.text += delta
+        return delta
+
+    def result(self, *, ended: bool) -> ChatResult:
+        # Some local servers end with a finish reason and no [DONE]: complete too.
+        if not (self._done or (ended and self.finish_reason)):
+            raise stream_truncated(self.label, secret=self.secret)
+        return ChatResult(
+            text=self.text,
+            usage=usage_or_none(parse_token_usage, self.raw_usage, provider_label=self.label),
+            reported_cost=reported_cost(self.raw_usage.get("cost")),
+            model=self.model,
+            finish_reason=self.finish_reason,
+            provider_request_id=self.response_id,
+            raw_usage=self.raw_usage,
+        )
+
+
 class OpenAICompatAdapter:
     """POST {base_url}/chat/completions with a bearer key."""
 
@@ -160,6 +235,24 @@ class OpenAICompatAdapter:
             timeout=request.timeout,
         )
         return parse_chat_completion(response.data, provider_label=label, secret=endpoint.api_key)
+
+    def stream(self, *, endpoint: Endpoint, request: ChatRequest) -> ChatStream:
+        """Return the answer as a stream, with usage asked for in its last chunk.
+        Iterating it raises ProviderError (see agents.providers.http)."""
+        label = provider_label(endpoint.base_url, wire=WIRE)
+        payload = chat_payload(request, base_url=endpoint.base_url)
+        payload["stream"] = True
+        payload["stream_options"] = {"include_usage": True}
+        events = post_events(
+            api_url(endpoint.base_url, "chat/completions"),
+            headers=chat_headers(endpoint, request),
+            payload=payload,
+            provider_label=label,
+            secret=endpoint.api_key,
+            timeout=request.timeout,
+        )
+        reader = ChatCompletionStreamReader(provider_label=label, secret=endpoint.api_key)
+        return ChatStream(events, reader, close=events.close)
 
 
 ADAPTER = OpenAICompatAdapter()
