@@ -116,6 +116,15 @@ def task_submit(
         _check_runnable(strategy, field="strategy_role")
     clean_urls = _urls_checked(urls)
     parent = _follow_up_checked(follow_up_of, created_by=created_by, token=token)
+    if kind == TaskKind.SPEC_EXECUTE and (clean_urls or parent is not None):
+        # Its steps are tasks of their own that get the prompt alone: pages and a thread
+        # would be prepared for the parent and silently never reach a model.
+        raise TaskRejected(
+            "A spec-then-execute task takes its context from its prompt alone; pages "
+            "(urls) and follow-ups are not supported for it.",
+            code="spec_execute_context_unsupported",
+            field="urls" if clean_urls else "follow_up_of",
+        )
 
     with transaction.atomic():
         task = Task.objects.create(

@@ -10,6 +10,7 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from office.errors import TaskRejected
 from office.models import Task, TaskStatus
 from office.services import api_token_create, task_submit
 from tests.factories import RoleFactory, TaskFactory, UserFactory
@@ -341,3 +342,32 @@ def test_a_preparing_task_shows_its_badge(web, person, coder) -> None:
     assert 'badge-preparing">Preparing<' in page
     assert "Fetching the pages" in page
     assert "hx-get" in page  # still polling
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [({"urls": [ARTICLE]}, "urls"), ({"follow_up": True}, "follow_up_of")],
+)
+def test_a_spec_then_execute_task_refuses_pages_and_follow_ups_its_steps_would_not_see(
+    agent, coder, extra, field
+) -> None:
+    architect = RoleFactory(slug="architect", runnable=True)
+    inputs = dict(extra)
+    if inputs.pop("follow_up", False):
+        inputs["follow_up_of"] = TaskFactory(
+            role=coder, created_by=agent, status=TaskStatus.DONE
+        ).pk
+    before = Task.objects.count()
+
+    with pytest.raises(TaskRejected) as refused:
+        task_submit(
+            role=coder,
+            strategy_role=architect,
+            kind="spec_execute",
+            prompt="Add a CSV export.",
+            created_by=agent,
+            **inputs,
+        )
+
+    assert (refused.value.code, refused.value.field) == ("spec_execute_context_unsupported", field)
+    assert Task.objects.count() == before
