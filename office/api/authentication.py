@@ -61,6 +61,9 @@ class ApiTokenAuthentication(BaseAuthentication):
 
 
 def _touch(token: ApiToken, *, now: datetime) -> None:
+    # The row just read says whether it is due: most requests write nothing.
+    if token.last_used_at is not None and token.last_used_at >= now - LAST_USED_RESOLUTION:
+        return
     # Conditional update: of many concurrent requests in the same minute, one writes.
     ApiToken.objects.filter(pk=token.pk).filter(
         Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - LAST_USED_RESOLUTION)

@@ -103,5 +103,7 @@ def test_two_workers_never_send_more_than_the_limit_in_any_window(two_workers, s
     assert len(waits) >= TASKS - RPM
     assert all(wait["outcome"] == "wait" for wait in waits)
     assert set(done.values_list("executions", flat=True)) == {1}
-    # Both workers took part (each claims tasks from the shared queue).
-    assert len(set(done.values_list("claimed_by", flat=True))) == 2
+    # Which worker claims which task is the broker's choice (a worker holding a waiting
+    # task's countdown message may take them all), so that both took part is not asserted
+    # here; the limiter's cross-process guarantee is proven by the hammer of processes in
+    # tests/agents/test_ratelimit.py, which fails when its lock is removed.
