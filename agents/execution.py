@@ -276,7 +276,9 @@ def _walk(run: _Run, route: Route) -> str:
             run.decide(_check_decision(candidate, reading, verdict, escalate=more))
             if not verdict.good and more:
                 run.decide(
-                    _about(candidate, "rejected", "Its answer failed the check; escalating.")
+                    candidate_decision(
+                        candidate, "rejected", "Its answer failed the check; escalating."
+                    )
                 )
                 run.held_text, run.held_reasons = reading.text, verdict.failures
                 _settle(outcome)
@@ -284,10 +286,14 @@ def _walk(run: _Run, route: Route) -> str:
                 rate_tokens_settle(outcome.grant, used=tokens_used(outcome.result.usage))
                 continue
             text = reading.text
-        run.decide(_about(candidate, "answered", _answered_why(candidate, index, route)))
+        run.decide(
+            candidate_decision(candidate, "answered", _answered_why(candidate, index, route))
+        )
         if candidate.checked:
             for rest in candidates[index + 1 :]:
-                run.decide(_about(rest, "skipped", "Not needed: the cheap answer passed."))
+                run.decide(
+                    candidate_decision(rest, "skipped", "Not needed: the cheap answer passed.")
+                )
         _settle(outcome)
         status = _end(
             run,
@@ -311,7 +317,7 @@ def _candidate_gave_up(
 ) -> None:
     walk.failures.append((candidate, message))
     then = " Moving on to the next candidate." if more else ""
-    run.decide(_about(candidate, outcome, message + then))
+    run.decide(candidate_decision(candidate, outcome, message + then))
     if more:
         _record(run)  # the task page shows the route's progress while the next call runs
 
@@ -324,10 +330,12 @@ def _budget_refused(
 
     def abandon_rest(why: str) -> None:
         for later in rest:
-            run.decide(_about(later, "abandoned", why))
+            run.decide(candidate_decision(later, "abandoned", why))
 
     if exc.action != BudgetAction.DOWNGRADE or run.downgraded:
-        run.decide(_about(candidate, "abandoned", f"Refused by a budget: {exc.message}"))
+        run.decide(
+            candidate_decision(candidate, "abandoned", f"Refused by a budget: {exc.message}")
+        )
         abandon_rest("A budget stopped the route before it.")
         return _end(run, status=TaskStatus.OVER_BUDGET, error=exc.message, result=run.held_text)
     over_budget = route_over_budget(binding=run.binding)
@@ -341,7 +349,7 @@ def _budget_refused(
             reason = str(why)
     if over_budget is None or reason:
         message = f"{exc.message} Not downgraded: {reason}."
-        run.decide(_about(candidate, "abandoned", message))
+        run.decide(candidate_decision(candidate, "abandoned", message))
         abandon_rest("A budget stopped the route before it.")
         return _end(run, status=TaskStatus.OVER_BUDGET, error=message, result=run.held_text)
     run.downgraded = True
@@ -622,7 +630,9 @@ def _check_decision(
     )
 
 
-def _about(candidate: Candidate, outcome: str, why: str) -> Decision:
+def candidate_decision(candidate: Candidate, outcome: str, why: str) -> Decision:
+    """What became of one candidate of a route (`outcome`, in words `why`), for the
+    task's routing record (the worker's and /v1's)."""
     return Decision(
         step="candidate",
         outcome=outcome,

@@ -50,6 +50,7 @@ from agents.execution import (
     call_plan,
     call_settle,
     candidate_call,
+    candidate_decision,
     prompt_texts,
     task_finish,
 )
@@ -328,7 +329,7 @@ def _walk(run: _ProxyRun, route: Route, call: ChatCall, *, stream: bool) -> _Ans
             raise AssertionError("unreachable")
         if isinstance(outcome, CallRateLimited):
             wait = outcome.wait
-            run.decide(_about(candidate, "rate_limited", wait.reason))
+            run.decide(candidate_decision(candidate, "rate_limited", wait.reason))
             run.finish(status=TaskStatus.FAILED, error=wait.reason)
             raise ProxyError(
                 f"{wait.reason}. Try again in {math.ceil(wait.wait_seconds)} s.",
@@ -344,7 +345,7 @@ def _walk(run: _ProxyRun, route: Route, call: ChatCall, *, stream: bool) -> _Ans
             continue
         answer: CallAnswer[Any] = outcome
         if not checked:
-            run.decide(_about(candidate, "answered", f"Answered ({candidate.reason})."))
+            run.decide(candidate_decision(candidate, "answered", f"Answered ({candidate.reason})."))
             return _answered(answer, label=_label(run, candidate, index))
         result: ChatResult = answer.result
         reading = (
@@ -360,7 +361,7 @@ def _walk(run: _ProxyRun, route: Route, call: ChatCall, *, stream: bool) -> _Ans
             truncated=result.finish_reason in TRUNCATED_FINISH_REASONS,
         )
         if verdict.good:
-            run.decide(_about(candidate, "answered", "Its answer passed the check."))
+            run.decide(candidate_decision(candidate, "answered", "Its answer passed the check."))
             return _answered(
                 answer,
                 label=_label(run, candidate, index),
@@ -376,7 +377,7 @@ def _walk(run: _ProxyRun, route: Route, call: ChatCall, *, stream: bool) -> _Ans
         )
         rate_tokens_settle(answer.grant, used=tokens_used(result.usage))
         run.decide(
-            _about(
+            candidate_decision(
                 candidate,
                 "rejected",
                 f"Its answer failed the check ({'; '.join(verdict.failures)}); escalating.",
@@ -435,7 +436,7 @@ def _budget_refused(
         )
         route = Route(policy="downgrade", candidates=(over_budget,), decisions=())
         return _walk(run, route, call, stream=stream)
-    run.decide(_about(candidate, "abandoned", f"Refused by a budget: {exc.message}"))
+    run.decide(candidate_decision(candidate, "abandoned", f"Refused by a budget: {exc.message}"))
     run.finish(status=TaskStatus.OVER_BUDGET, error=exc.message)
     raise ProxyError(
         exc.message,
@@ -488,18 +489,7 @@ def _stream_opener(plan: CallPlan) -> Any:
 
 def _gave_up(run: _ProxyRun, candidate: Candidate, message: str, *, outcome: str) -> None:
     run.failures.append(f"{candidate.label}: {message}")
-    run.decide(_about(candidate, outcome, message))
-
-
-def _about(candidate: Candidate, outcome: str, why: str) -> Decision:
-    return Decision(
-        step="candidate",
-        outcome=outcome,
-        why=why,
-        model=candidate.model.slug,
-        slot=candidate.slot,
-        data={"credential": candidate.credential.label},
-    )
+    run.decide(candidate_decision(candidate, outcome, message))
 
 
 def _label(run: _ProxyRun, candidate: Candidate, index: int) -> str:

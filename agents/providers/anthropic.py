@@ -6,16 +6,15 @@ from typing import Any
 
 from agents.providers.base import ChatRequest, ChatResult, ChatStream, Endpoint, ServerSentEvent
 from agents.providers.http import (
+    StreamReaderBase,
     api_url,
     call_headers,
     json_object,
     malformed_answer,
     post_events,
     post_json,
-    provider_error_message,
     provider_label,
     stream_chunk,
-    stream_truncated,
     token_count,
     usage_or_none,
 )
@@ -123,36 +122,21 @@ def parse_message(data: dict[str, Any], *, provider_label: str, secret: str) -> 
     )
 
 
-class MessageStreamReader:
+class MessageStreamReader(StreamReaderBase):
     """Reads a Messages stream (StreamReader): message_start carries the input side of
     the usage, content_block_delta the text, message_delta the stop reason and the
     final (cumulative) usage, message_stop ends it; an `error` event fails it."""
-
-    def __init__(self, *, provider_label: str, secret: str) -> None:
-        self.label = provider_label
-        self.secret = secret
-        self.finish_reason = ""
-        self.model = ""
-        self.message_id = ""
-        self.raw_usage: dict[str, Any] = {}
-        self.text = ""
-        self._done = False
-
-    @property
-    def done(self) -> bool:
-        return self._done
 
     def feed(self, event: ServerSentEvent) -> str:
         data = stream_chunk(event, provider_label=self.label, secret=self.secret)
         kind = data.get("type") or event.event
         if kind == "error":
             # Overloaded or failed mid-stream (the HTTP status was already 200).
-            reason = provider_error_message(data) or "an error event"
-            raise malformed_answer(self.label, f"the stream failed: {reason}", secret=self.secret)
+            raise self.failed(data, what="an error event")
         if kind == "message_start":
             message = json_object(data.get("message"))
             self.model = str(message.get("model") or "")
-            self.message_id = str(message.get("id") or "")
+            self.response_id = str(message.get("id") or "")
             self.raw_usage = dict(json_object(message.get("usage")))
         elif kind == "content_block_delta":
             delta = json_object(data.get("delta"))
@@ -171,16 +155,7 @@ class MessageStreamReader:
         return ""
 
     def result(self, *, ended: bool) -> ChatResult:
-        if not self._done:
-            raise stream_truncated(self.label, secret=self.secret)
-        return ChatResult(
-            text=self.text,
-            usage=usage_or_none(parse_token_usage, self.raw_usage, provider_label=self.label),
-            model=self.model,
-            finish_reason=self.finish_reason,
-            provider_request_id=self.message_id,
-            raw_usage=self.raw_usage,
-        )
+        return self.completed(complete=self._done, parse_usage=parse_token_usage)
 
 
 class AnthropicAdapter:

@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 from agents.providers.base import ChatRequest, ChatResult, ChatStream, Endpoint, ServerSentEvent
 from agents.providers.http import (
+    StreamReaderBase,
     api_url,
     call_headers,
     json_object,
@@ -14,10 +15,8 @@ from agents.providers.http import (
     post_events,
     post_json,
     provider_error,
-    provider_error_message,
     provider_label,
     stream_chunk,
-    stream_truncated,
     token_count,
     usage_or_none,
 )
@@ -130,19 +129,10 @@ def _candidate_text(candidate: dict[str, Any]) -> str:
     )
 
 
-class GenerateStreamReader:
+class GenerateStreamReader(StreamReaderBase):
     """Reads streamGenerateContent?alt=sse (StreamReader): every event is a partial
     GenerateContentResponse; the last carries the finishReason and usageMetadata. The
     stream ends when the connection closes."""
-
-    def __init__(self, *, provider_label: str, secret: str) -> None:
-        self.label = provider_label
-        self.secret = secret
-        self.finish_reason = ""
-        self.model = ""
-        self.response_id = ""
-        self.raw_usage: dict[str, Any] = {}
-        self.text = ""
 
     @property
     def done(self) -> bool:
@@ -151,8 +141,7 @@ class GenerateStreamReader:
     def feed(self, event: ServerSentEvent) -> str:
         data = stream_chunk(event, provider_label=self.label, secret=self.secret)
         if data.get("error"):
-            reason = provider_error_message(data) or "an error chunk"
-            raise malformed_answer(self.label, f"the stream failed: {reason}", secret=self.secret)
+            raise self.failed(data, what="an error chunk")
         self.model = str(data.get("modelVersion") or self.model)
         self.response_id = str(data.get("responseId") or self.response_id)
         usage = data.get("usageMetadata")
@@ -170,16 +159,8 @@ class GenerateStreamReader:
         return text
 
     def result(self, *, ended: bool) -> ChatResult:
-        if not self.finish_reason:
-            raise stream_truncated(self.label, secret=self.secret)
-        return ChatResult(
-            text=self.text,
-            usage=usage_or_none(parse_token_usage, self.raw_usage, provider_label=self.label),
-            model=self.model,
-            finish_reason=self.finish_reason,
-            provider_request_id=self.response_id,
-            raw_usage=self.raw_usage,
-        )
+        # No terminal event: the last chunk's finishReason says the answer is whole.
+        return self.completed(complete=bool(self.finish_reason), parse_usage=parse_token_usage)
 
 
 class GeminiAdapter:

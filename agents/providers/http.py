@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
-from agents.providers.base import ProviderError, ServerSentEvent
+from agents.providers.base import ChatResult, ProviderError, ServerSentEvent
 from agents.providers.registry import DEFAULT_BASE_URLS, ProviderKind
 from agents.redaction import redact
 from billing.pricing import PricingError, TokenUsage
@@ -431,6 +431,54 @@ def stream_truncated(provider_label: str, *, secret: str) -> ProviderError:
         secret=secret,
         permanent=False,
     )
+
+
+class StreamReaderBase:
+    """What every wire's stream reader (base.StreamReader) keeps as events arrive: the
+    text so far, the finish reason, the model, the provider's response id and its raw
+    usage; each wire's subclass reads its own events into them (`feed`) and says when the
+    stream is complete."""
+
+    def __init__(self, *, provider_label: str, secret: str) -> None:
+        self.label = provider_label
+        self.secret = secret
+        self.finish_reason = ""
+        self.model = ""
+        self.response_id = ""
+        self.raw_usage: dict[str, Any] = {}
+        self.text = ""
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def failed(self, body: Any, *, what: str) -> ProviderError:
+        """The retryable error for an error event or chunk (`what`) in the stream, with
+        the provider's own words when it gave some."""
+        reason = provider_error_message(body) or what
+        return malformed_answer(self.label, f"the stream failed: {reason}", secret=self.secret)
+
+    def completed(
+        self,
+        *,
+        complete: bool,
+        parse_usage: Callable[[dict[str, Any]], TokenUsage],
+        cost: Decimal | None = None,
+    ) -> ChatResult:
+        """The whole answer, usage mapped by the wire's own `parse_usage`. Raises the
+        retryable truncation error when the stream was not `complete`."""
+        if not complete:
+            raise stream_truncated(self.label, secret=self.secret)
+        return ChatResult(
+            text=self.text,
+            usage=usage_or_none(parse_usage, self.raw_usage, provider_label=self.label),
+            reported_cost=cost,
+            model=self.model,
+            finish_reason=self.finish_reason,
+            provider_request_id=self.response_id,
+            raw_usage=self.raw_usage,
+        )
 
 
 def provider_error_message(body: Any) -> str:

@@ -10,6 +10,7 @@ from django.conf import settings
 
 from agents.providers.base import ChatRequest, ChatResult, ChatStream, Endpoint, ServerSentEvent
 from agents.providers.http import (
+    StreamReaderBase,
     api_url,
     call_headers,
     host_of,
@@ -21,7 +22,6 @@ from agents.providers.http import (
     provider_label,
     reported_cost,
     stream_chunk,
-    stream_truncated,
     token_count,
     usage_or_none,
 )
@@ -162,24 +162,10 @@ def parse_chat_completion(data: dict[str, Any], *, provider_label: str, secret: 
     )
 
 
-class ChatCompletionStreamReader:
+class ChatCompletionStreamReader(StreamReaderBase):
     """Reads an OpenAI-style chat completion stream (StreamReader): `data: {chunk}`
     events, usage in a last chunk without choices (stream_options.include_usage; always
     on OpenRouter, with its usage.cost), then `data: [DONE]`."""
-
-    def __init__(self, *, provider_label: str, secret: str) -> None:
-        self.label = provider_label
-        self.secret = secret
-        self.finish_reason = ""
-        self.model = ""
-        self.response_id = ""
-        self.raw_usage: dict[str, Any] = {}
-        self.text = ""
-        self._done = False
-
-    @property
-    def done(self) -> bool:
-        return self._done
 
     def feed(self, event: ServerSentEvent) -> str:
         if event.data.strip() == "[DONE]":
@@ -188,8 +174,7 @@ class ChatCompletionStreamReader:
         chunk = stream_chunk(event, provider_label=self.label, secret=self.secret)
         if chunk.get("error"):
             # OpenRouter reports an upstream failure mid-stream as an error chunk.
-            reason = provider_error_message(chunk) or "an error chunk"
-            raise malformed_answer(self.label, f"the stream failed: {reason}", secret=self.secret)
+            raise self.failed(chunk, what="an error chunk")
         self.model = str(chunk.get("model") or self.model)
         self.response_id = str(chunk.get("id") or self.response_id)
         usage = chunk.get("usage")
@@ -207,16 +192,10 @@ class ChatCompletionStreamReader:
 
     def result(self, *, ended: bool) -> ChatResult:
         # Some local servers end with a finish reason and no [DONE]: complete too.
-        if not (self._done or (ended and self.finish_reason)):
-            raise stream_truncated(self.label, secret=self.secret)
-        return ChatResult(
-            text=self.text,
-            usage=usage_or_none(parse_token_usage, self.raw_usage, provider_label=self.label),
-            reported_cost=reported_cost(self.raw_usage.get("cost")),
-            model=self.model,
-            finish_reason=self.finish_reason,
-            provider_request_id=self.response_id,
-            raw_usage=self.raw_usage,
+        return self.completed(
+            complete=self._done or (ended and bool(self.finish_reason)),
+            parse_usage=parse_token_usage,
+            cost=reported_cost(self.raw_usage.get("cost")),
         )
 
 
