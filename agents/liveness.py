@@ -63,6 +63,11 @@ def running(task_id: int) -> Iterator[None]:
                 del _running[task_id]
 
 
+# Holders of /v1 calls' tasks (agents.proxy) start with this: web processes, which write
+# no heartbeat; the sweeper judges their tasks by age instead (ROSTER_PROXY_STALE_AFTER).
+PROXY_HOLDER_PREFIX = "proxy:"
+
+
 def worker_id() -> str:
     """This process's worker identity: host, pid and a random part (pids are reused)."""
     global _worker_id
@@ -143,13 +148,13 @@ def tasks_sweep_stale(*, now: datetime | None = None) -> SweepReport:
     # the task after ROSTER_MAX_EXECUTIONS preparations.
     orphans = [
         (task_id, status, claimed_by, preparations if status == TaskStatus.PREPARING else runs)
-        for task_id, status, claimed_by, runs, preparations in Task.objects.filter(
+        for task_id, status, claimed_by, runs, preparations, started_at in Task.objects.filter(
             status__in=(TaskStatus.RUNNING, TaskStatus.PREPARING), started_at__lt=stale_before
         )
         # A running spec-then-execute task has no worker: its steps have (agents.workflows).
         .exclude(kind=TaskKind.SPEC_EXECUTE)
-        .values_list("pk", "status", "claimed_by", "executions", "preparations")
-        if _orphaned(task_id, live.get(claimed_by))
+        .values_list("pk", "status", "claimed_by", "executions", "preparations", "started_at")
+        if _orphaned(task_id, claimed_by, started_at, live=live, now=now)
     ]
 
     requeued: list[int] = []
@@ -191,10 +196,22 @@ def tasks_sweep_stale(*, now: datetime | None = None) -> SweepReport:
     return SweepReport(requeued=requeued, failed=failed, redispatched=redispatched)
 
 
-def _orphaned(task_id: int, beat: WorkerHeartbeat | None) -> bool:
+def _orphaned(
+    task_id: int,
+    claimed_by: str,
+    started_at: datetime,
+    *,
+    live: dict[str, WorkerHeartbeat],
+    now: datetime,
+) -> bool:
     """A claimed task nobody is working on: its worker is silent, or alive and not listing
     it (its outcome was lost). Only tasks started more than ROSTER_WORKER_STALE_AFTER ago
-    are asked about, so a live heartbeat was written after the task was claimed."""
+    are asked about, so a live heartbeat was written after the task was claimed. A /v1
+    call's task has no heartbeat to go by: it is orphaned once it has run longer than any
+    call can (its web process died)."""
+    if claimed_by.startswith(PROXY_HOLDER_PREFIX):
+        return started_at < now - timedelta(seconds=settings.ROSTER_PROXY_STALE_AFTER)
+    beat = live.get(claimed_by)
     return beat is None or task_id not in beat.running_tasks
 
 

@@ -54,7 +54,7 @@ from agents.execution import (
     prompt_texts,
     task_finish,
 )
-from agents.liveness import worker_id
+from agents.liveness import PROXY_HOLDER_PREFIX, worker_id
 from agents.models import RoleBinding
 from agents.providers.base import ChatMessage, ChatResult, ChatStream, ProviderError
 from agents.providers.registry import adapter_for
@@ -295,7 +295,7 @@ def _commit_without_waiting() -> Iterator[None]:
 
 
 def _holder() -> str:
-    return f"proxy:{worker_id()}"
+    return PROXY_HOLDER_PREFIX + worker_id()
 
 
 def _walk(run: _ProxyRun, route: Route, call: ChatCall, *, stream: bool) -> _Answered:

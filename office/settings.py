@@ -248,6 +248,14 @@ ROSTER_SWEEP_INTERVAL = env.float("ROSTER_SWEEP_INTERVAL", default=30.0)
 ROSTER_REDISPATCH_AFTER = env.float("ROSTER_REDISPATCH_AFTER", default=600.0)
 # How often a task may be requeued after its worker died before it is failed.
 ROSTER_MAX_EXECUTIONS = env.int("ROSTER_MAX_EXECUTIONS", default=3)
+# A /v1 call's task is held by a web process, which writes no heartbeat: the sweeper fails
+# it (its web process died) only once it has run this long, far beyond any real call.
+ROSTER_PROXY_STALE_AFTER = env.float("ROSTER_PROXY_STALE_AFTER", default=3600.0)
+if ROSTER_PROXY_STALE_AFTER <= ROSTER_WORKER_STALE_AFTER:
+    raise ImproperlyConfigured(
+        "ROSTER_PROXY_STALE_AFTER must be above ROSTER_WORKER_STALE_AFTER "
+        f"({ROSTER_PROXY_STALE_AFTER} <= {ROSTER_WORKER_STALE_AFTER})."
+    )
 
 # Periodic schedules live here, in one place.
 CELERY_BEAT_SCHEDULE = {

@@ -189,16 +189,17 @@ def test_unbound_role_fails_with_reason(model):
     assert not Usage.objects.filter(task=task).exists()
 
 
-def _orphan(sandbox, model, *, executions: int) -> tuple[Task, Usage]:
+def _orphan(
+    sandbox, model, *, executions: int, holder: str = "dead:1:x", age=timedelta(minutes=5)
+) -> tuple[Task, Usage]:
     """A task left running by a worker that is gone, with its call still pending."""
     role = make_role(sandbox, model)
-    long_ago = timezone.now() - timedelta(minutes=5)
     task = Task.objects.create(
         role=role,
         prompt="orphan",
         status=TaskStatus.RUNNING,
-        claimed_by="dead:1:x",
-        started_at=long_ago,
+        claimed_by=holder,
+        started_at=timezone.now() - age,
         executions=executions,
     )
     binding = RoleBinding.objects.get(role=role)
@@ -258,6 +259,27 @@ def test_sweeper_fails_a_task_whose_worker_died_too_often(sandbox, model, settin
     assert "stopped 3 times" in task.error
     pending.refresh_from_db()
     assert pending.status == UsageStatus.ESTIMATED
+
+
+def test_sweeper_leaves_a_long_v1_call_alone_and_fails_one_whose_web_process_died(
+    sandbox, model, settings
+):
+    """A /v1 call's task is held by a web process, which writes no heartbeat: a call
+    running for minutes is not taken for dead; one older than any call can be is."""
+    settings.ROSTER_PROXY_STALE_AFTER = 3600
+    long_call, long_pending = _orphan(
+        sandbox, model, executions=settings.ROSTER_MAX_EXECUTIONS, holder="proxy:web:1:x"
+    )
+
+    assert tasks_sweep_stale().failed == []
+    long_call.refresh_from_db()
+    long_pending.refresh_from_db()
+    assert (long_call.status, long_pending.status) == (TaskStatus.RUNNING, UsageStatus.PENDING)
+
+    Task.objects.filter(pk=long_call.pk).update(started_at=timezone.now() - timedelta(seconds=3601))
+    assert tasks_sweep_stale().failed == [long_call.pk]
+    long_pending.refresh_from_db()
+    assert long_pending.status == UsageStatus.ESTIMATED  # kept as spend, never dropped
 
 
 def _running_here(role) -> Task:
