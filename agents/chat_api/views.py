@@ -5,10 +5,12 @@ answer in OpenAI's shapes. Every refusal is an OpenAI error object with a 4xx (o
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from functools import partial
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -19,6 +21,7 @@ from agents.chat_api.selectors import models_for_token, role_for_model
 from agents.chat_api.validation import body_parse, chat_call_parse
 from agents.proxy import ProxyError, ProxyStream, proxy_complete, proxy_stream
 from office.api.authentication import ApiTokenAuthentication
+from office.api.throttling import token_throttle_wait
 from office.models import ApiToken
 
 logger = logging.getLogger(__name__)
@@ -159,6 +162,17 @@ def _authenticate(request: HttpRequest) -> tuple[object, ApiToken]:
             "No API key: send a Roster API token as 'Authorization: Bearer rst_...'."
         )
     user, token = found
+    # One request rate per token, shared with the agent API (office.api.throttling).
+    wait = token_throttle_wait(token=token)
+    if wait is not None:
+        raise ProxyError(
+            f"Too many requests for this API token (the limit is "
+            f"{settings.ROSTER_API_THROTTLE_RATE}); retry in {math.ceil(wait)} s.",
+            status_code=429,
+            code="rate_limit_exceeded",
+            error_type="rate_limit_error",
+            retry_after=wait,
+        )
     return user, token
 
 

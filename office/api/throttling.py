@@ -7,6 +7,9 @@ Retry-After header (office.api.errors).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import cast
+
 from django.conf import settings
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
@@ -39,3 +42,21 @@ def throttle_cache_key(*, token: ApiToken) -> str:
     its hash, so that a token re-created under a reused id (a restored database, a test
     database) starts with a clean count."""
     return f"throttle_api_token_{token.pk}_{token.key_hash[:12]}"
+
+
+@dataclass(frozen=True)
+class _TokenOnly:
+    """What the throttle reads of a request: the token that authenticated it."""
+
+    auth: ApiToken
+
+
+def token_throttle_wait(*, token: ApiToken) -> float | None:
+    """Count one request of `token` against ROSTER_API_THROTTLE_RATE, for a surface
+    outside DRF (the OpenAI-compatible /v1/): the same count as the agent API's, so a
+    token has one rate whichever door it uses. Returns None when the request is
+    allowed, else the seconds until it would be."""
+    throttle = ApiTokenRateThrottle()
+    if throttle.allow_request(cast(Request, _TokenOnly(auth=token)), cast(APIView, None)):
+        return None
+    return throttle.wait() or 1.0

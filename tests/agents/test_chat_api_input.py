@@ -209,3 +209,24 @@ def test_a_body_above_the_upload_limit_is_413(client, token, coder, settings):
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
     assert Task.objects.count() == 0
+
+
+def test_a_token_over_its_request_rate_gets_429_with_retry_after_and_nothing_written(
+    client, token, coder, settings
+):
+    """/v1 counts against the same per-token rate as the agent API, so a token has one
+    limit whichever door it uses."""
+    settings.ROSTER_API_THROTTLE_RATE = "2/minute"
+    models = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {token}")
+    api = client.get("/api/roles/", HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    response = post(client, token, request())
+
+    assert (models.status_code, api.status_code) == (200, 200)
+    assert response.status_code == 429
+    error = response.json()["error"]
+    assert (error["code"], error["type"]) == ("rate_limit_exceeded", "rate_limit_error")
+    assert "2/minute" in error["message"]
+    assert 1 <= int(response["Retry-After"]) <= 60
+    assert Task.objects.count() == 0
+    assert Usage.objects.count() == 0
