@@ -160,8 +160,15 @@ def tasks_sweep_stale(*, now: datetime | None = None) -> SweepReport:
     requeued: list[int] = []
     failed: list[int] = []
     for task_id, status, claimed_by, claims in orphans:
-        if claims >= settings.ROSTER_MAX_EXECUTIONS:
+        # A /v1 call's task is never handed to a worker: its client is gone.
+        from_web = claimed_by.startswith(PROXY_HOLDER_PREFIX)
+        if from_web or claims >= settings.ROSTER_MAX_EXECUTIONS:
             doing = "preparing" if status == TaskStatus.PREPARING else "running"
+            error = (
+                "The web process serving this /v1 call stopped; it is not called again."
+                if from_web
+                else f"The worker {doing} this task stopped {claims} times; giving up."
+            )
             with transaction.atomic():
                 if _release(
                     task_id,
@@ -169,7 +176,7 @@ def tasks_sweep_stale(*, now: datetime | None = None) -> SweepReport:
                     held=status,
                     status=TaskStatus.FAILED,
                     now=now,
-                    error=f"The worker {doing} this task stopped {claims} times; giving up.",
+                    error=error,
                 ):
                     usage_close_abandoned(task_id=task_id)
                     workflow_step_finished(step_id=task_id)

@@ -273,9 +273,9 @@ def _task_open(*, call: ChatCall, user: AbstractBaseUser) -> Task:
             claimed_by=_holder(),
             started_at=now,
             prepared_at=now,
-            # Used up: the sweeper fails a proxy task whose web process died, it never
-            # requeues it (the client is gone; a worker must not call again).
-            executions=settings.ROSTER_MAX_EXECUTIONS,
+            # The sweeper fails a proxy task whose web process died, it never requeues
+            # it (the client is gone; a worker must not call again): agents.liveness.
+            executions=1,
         )
 
 

@@ -16,11 +16,11 @@ from decimal import Decimal
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from billing.budgets import HUNDRED, thresholds_crossed
 from billing.models import Alert, Budget, BudgetPeriod, UsageRollup
 from billing.money import EXACT, ZERO, money_sum
 from billing.periods import local_day, period_days
 
-HUNDRED = Decimal(100)
 # Percentages are for display: one decimal place, never used in a money calculation.
 _PERCENT = decimal.Context(prec=34, rounding=decimal.ROUND_HALF_UP)
 _ONE_PLACE = Decimal("0.1")
@@ -75,12 +75,12 @@ class BudgetState:
     @property
     def thresholds_reached(self) -> list[int]:
         """The alert thresholds (percent) spend has reached this period."""
-        return [
-            threshold
-            for threshold in sorted(self.budget.thresholds)
-            if self.spent
-            >= EXACT.divide(EXACT.multiply(self.budget.limit, Decimal(threshold)), HUNDRED)
-        ]
+        return thresholds_crossed(
+            limit=self.budget.limit,
+            thresholds=self.budget.thresholds,
+            before=ZERO,
+            after=self.spent,
+        )
 
 
 def budget_states(

@@ -3,10 +3,10 @@
 Closing a ledger row moves four things: the row, its task's totals, its rollup and the
 budget counters it reserved against. The portable path (billing.ledger) does that with
 about ten ORM queries; on PostgreSQL, where numeric arithmetic in SQL is exact, the
-function `billing_usage_settle` (migrations billing 0005, 0007) does it in one statement, and
-the budget periods' new totals come back for the threshold check. Everything depends on
-the ledger row's guarded update (`status = 'pending'`): a row closed before changes
-nothing anywhere.
+function `billing_usage_settle_many` (migration billing 0010) does it for a batch of rows
+in one statement, and the budget periods' totals come back for the threshold check.
+Everything depends on the ledger row's guarded update (`status = 'pending'`): a row
+closed before changes nothing anywhere.
 
 Called outside a transaction block the statement is its own transaction, committed by
 the server as it ends, so the budget counters every settlement of the office shares stay
@@ -28,7 +28,7 @@ from typing import Any
 
 from django.db import DatabaseError, connection
 
-from billing.money import EXACT, ZERO
+from billing.money import ZERO
 from billing.rollups import ROLLUP_FIELDS, RollupDelta
 
 # The columns the function writes, in its own order (fixed by its migration).
@@ -44,9 +44,6 @@ SETTLED_COLUMNS = (
 ROLLUP_MEASURES = tuple(name for name in ROLLUP_FIELDS if name != "tasks")
 
 _CALL_MANY = "SELECT * FROM billing_usage_settle_many(%s)"
-_CALL = (
-    "SELECT * FROM billing_usage_settle(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,7 @@ def settle_statement(
     function writes, and DatabaseError when the database refused the settlement."""
     if fields.keys() != set(SETTLED_COLUMNS):
         raise ValueError(
-            "billing_usage_settle writes exactly SETTLED_COLUMNS; a new ledger column "
+            "billing_usage_settle_many writes exactly SETTLED_COLUMNS; a new ledger column "
             "needs a migration that replaces the function. Differs by: "
             f"{sorted(fields.keys() ^ set(SETTLED_COLUMNS))}"
         )
@@ -114,42 +111,31 @@ def settle_statement(
 
 
 def _settle_one(item: dict[str, Any]) -> list[PeriodAfter] | None:
+    """Settle one row: a batch of one. Returns its budget periods' totals, or None when
+    the row was not pending."""
+    closed, periods = _settle_many([item])
+    return periods if item["usage_id"] in closed else None
+
+
+def _settle_many(items: list[dict[str, Any]]) -> tuple[set[int], list[PeriodAfter]]:
+    """One call of billing_usage_settle_many. Returns the ids of the rows it closed and
+    the budget periods' totals before and after the whole batch."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            _CALL,
-            [
-                item["usage_id"],
-                _json(item["fields"]),
-                item["task_id"],
-                item["input_tokens"],
-                item["output_tokens"],
-                item["cost"],
-                item["spent"],
-                item["reserved"],
-                item["period_ids"],
-                item["day"],
-                item["role_id"],
-                item["model_id"],
-                item["provider"],
-                item["person_id"],
-                _json(item["delta"]),
-            ],
-        )
+        cursor.execute(_CALL_MANY, [json.dumps([_item_json(item) for item in items])])
         rows = cursor.fetchall()
-    if not rows:
-        return None
-    spent = item["spent"]
-    return [
+    closed = {usage_id for usage_id, pid, *_ in rows if pid is None}
+    periods = [
         PeriodAfter(
             period_id=pid,
             spent=spent_after,
-            spent_before=EXACT.subtract(spent_after, spent),
+            spent_before=spent_before,
             limit=limit,
             thresholds=_thresholds(raw),
         )
-        for pid, spent_after, limit, raw in rows
+        for _, pid, spent_after, limit, raw, spent_before in rows
         if pid is not None
     ]
+    return closed, periods
 
 
 @dataclass
@@ -195,6 +181,13 @@ class _SettlementBatches:
                 del self._queue[: self.BATCH_LIMIT]
             try:
                 _write(batch)
+            except BaseException as exc:
+                # Not the database refusing a row (_write handles that): every row of the
+                # batch fails with it, rather than its threads waiting for ever.
+                for waiting in batch:
+                    if not waiting.done:
+                        waiting.error, waiting.done = exc, True
+                raise
             finally:
                 with self._changed:
                     self._writing = False
@@ -205,12 +198,10 @@ class _SettlementBatches:
 
 
 def _write(batch: list[_Waiting]) -> None:
-    """Write a batch in one transaction; if it fails, each row alone, so that one bad
-    row fails only its own settlement."""
+    """Write a batch in one transaction; if the database refuses it, each row alone, so
+    that one bad row fails only its own settlement."""
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(_CALL_MANY, [json.dumps([_item_json(w.item) for w in batch])])
-            rows = cursor.fetchall()
+        closed, periods = _settle_many([w.item for w in batch])
     except DatabaseError:
         if len(batch) == 1:
             batch[0].error = sys.exc_info()[1]
@@ -218,26 +209,14 @@ def _write(batch: list[_Waiting]) -> None:
             return
         for waiting in batch:
             try:
-                periods = _settle_one(waiting.item)
+                one = _settle_one(waiting.item)
             except DatabaseError as exc:
                 waiting.error = exc
             else:
-                waiting.closed = periods is not None
-                waiting.periods = periods or []
+                waiting.closed = one is not None
+                waiting.periods = one or []
             waiting.done = True
         return
-    closed = {usage_id for usage_id, pid, *_ in rows if pid is None}
-    periods = [
-        PeriodAfter(
-            period_id=pid,
-            spent=spent_after,
-            spent_before=spent_before,
-            limit=limit,
-            thresholds=_thresholds(raw),
-        )
-        for _, pid, spent_after, limit, raw, spent_before in rows
-        if pid is not None
-    ]
     for waiting in batch:
         waiting.closed = waiting.item["usage_id"] in closed
         waiting.done = True
@@ -261,11 +240,6 @@ def _item_json(item: dict[str, Any]) -> dict[str, Any]:
         "fields": {k: _plain(v) for k, v in item["fields"].items()},
         "delta": {k: _plain(v) for k, v in item["delta"].items()},
     }
-
-
-def _json(values: dict[str, Any]) -> str:
-    """A JSON object for billing_usage_settle (see _plain)."""
-    return json.dumps({name: _plain(value) for name, value in values.items()})
 
 
 def _plain(value: Any) -> Any:

@@ -81,6 +81,8 @@ STEP_KINDS = (TaskKind.SPEC, TaskKind.EXECUTE)
 TERMINAL_STATUSES = frozenset(
     {TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.OVER_BUDGET, TaskStatus.CANCELLED}
 )
+# Not ended yet: waiting for, or in the hands of, a helper or a worker.
+UNFINISHED_STATUSES = (TaskStatus.QUEUED, TaskStatus.PREPARING, TaskStatus.RUNNING)
 # A task that ended without a result may be tried again (as a new task: office.services).
 RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.OVER_BUDGET, TaskStatus.CANCELLED})
 

@@ -6,15 +6,12 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Prefetch, QuerySet
 
-from office.models import Role, Task, TaskStatus
+from office.models import UNFINISHED_STATUSES, Role, Task
 
 # Who may do what (docs/people.md); the groups hold these (office migration 0007).
 PERM_VIEW_TASK = "office.view_task"
 PERM_VIEW_ALL_TASKS = "office.view_all_tasks"
 PERM_ADD_TASK = "office.add_task"
-
-# Tasks waiting for or holding a worker: an overview's queue depth.
-IN_QUEUE_STATUSES = (TaskStatus.QUEUED, TaskStatus.PREPARING, TaskStatus.RUNNING)
 
 
 def _tasks_with_relations() -> QuerySet[Task]:
@@ -72,7 +69,7 @@ def queue_depth_by_role() -> dict[int, dict[str, int]]:
     with none is absent. One grouped query."""
     depth: dict[int, dict[str, int]] = {}
     rows = (
-        Task.objects.filter(status__in=IN_QUEUE_STATUSES)
+        Task.objects.filter(status__in=UNFINISHED_STATUSES)
         .order_by()
         .values_list("role_id", "status")
         .annotate(count=Count("id"))

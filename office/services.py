@@ -21,6 +21,7 @@ from office.models import (
     RETRYABLE_STATUSES,
     SUBMITTABLE_KINDS,
     TERMINAL_STATUSES,
+    UNFINISHED_STATUSES,
     ApiToken,
     Role,
     Task,
@@ -317,14 +318,19 @@ def task_cancel(*, task: Task, by: AbstractBaseUser | None) -> Task:
     unfinished steps are cancelled with it.
 
     Returns the task as saved. Raises TaskStateConflict if it had already ended (or ends
-    while this runs: the conditional update decides).
+    while this runs: the conditional update decides), or if it is a step of a
+    spec-then-execute task (its workflow would wait for it for ever: cancel the task).
     """
+    if task.kind not in SUBMITTABLE_KINDS:
+        raise TaskStateConflict(
+            f"Task {task.pk} is a step of task {task.parent_id}; cancel that task instead.",
+            code="task_not_cancellable",
+        )
     who = getattr(by, "get_username", lambda: "")() or "someone"
     now = timezone.now()
     reason = f"Cancelled by {who}."
-    unfinished = [s for s in TaskStatus.values if s not in TERMINAL_STATUSES]
     with transaction.atomic():
-        cancelled = Task.objects.filter(pk=task.pk, status__in=unfinished).update(
+        cancelled = Task.objects.filter(pk=task.pk, status__in=UNFINISHED_STATUSES).update(
             status=TaskStatus.CANCELLED, error=reason, finished_at=now, claimed_by=""
         )
         if cancelled != 1:
@@ -334,7 +340,7 @@ def task_cancel(*, task: Task, by: AbstractBaseUser | None) -> Task:
                 "only a queued, preparing or running task can be cancelled.",
                 code="task_not_cancellable",
             )
-        Task.objects.filter(parent_id=task.pk, status__in=unfinished).update(
+        Task.objects.filter(parent_id=task.pk, status__in=UNFINISHED_STATUSES).update(
             status=TaskStatus.CANCELLED, error=reason, finished_at=now, claimed_by=""
         )
     task.refresh_from_db()

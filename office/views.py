@@ -187,8 +187,9 @@ def _controls(request: HttpRequest, task: Task) -> dict[str, Any]:
     task may end between the page and the click)."""
     allowed = task_controllable_by(task=task, user=request.user)
     return {
-        "can_cancel": allowed and not task.is_terminal,
-        # A step is retried through its spec-then-execute task (task_retry refuses it).
+        # A step is cancelled or retried through its spec-then-execute task (the
+        # services refuse a step).
+        "can_cancel": allowed and not task.is_terminal and task.kind in SUBMITTABLE_KINDS,
         "can_retry": allowed
         and task.status in RETRYABLE_STATUSES
         and task.kind in SUBMITTABLE_KINDS,

@@ -143,16 +143,20 @@ class ChatStream:
 
     def __iter__(self) -> Iterator[str]:
         ended = True
-        for event in self._events:
-            delta = self._reader.feed(event)
-            if delta:
-                self.text += delta
-                yield delta
-            if self._reader.done:
-                ended = False
-                break
-        self.result = self._reader.result(ended=ended)
-        self.close()
+        try:
+            for event in self._events:
+                delta = self._reader.feed(event)
+                if delta:
+                    self.text += delta
+                    yield delta
+                if self._reader.done:
+                    ended = False
+                    break
+            self.result = self._reader.result(ended=ended)
+        finally:
+            # Also when the stream broke or its reader abandoned it: the connection goes
+            # back to the pool now, not when the generator is collected.
+            self.close()
 
     def close(self) -> None:
         """Close the upstream connection; safe to call more than once."""

@@ -18,7 +18,8 @@ def task_workflow(task: Task) -> dict[str, Any]:
     (nothing for a plain task)."""
     steps: list[Task] = []
     if task.kind == TaskKind.SPEC_EXECUTE:
-        steps = list(task.steps.select_related("role").order_by("pk"))
+        # The task selectors prefetch the steps in order with their roles.
+        steps = list(task.steps.all())
     return {
         "task": task,
         "steps": steps,

@@ -28,6 +28,7 @@ from agents.services import credential_create
 from billing.catalog import catalog_parse, catalog_sync
 from billing.models import Budget, CatalogModel, PricingBasis, Usage, UsageStatus
 from office.models import ApiToken, Role, Task, TaskKind, TaskStatus
+from office.services import api_token_create
 from tests.factories import UserFactory
 from tests.processes import wait_until
 
@@ -78,12 +79,10 @@ def bind(
     return role
 
 
-def token_for(user, *, roles: tuple[Role, ...] = (), **fields) -> str:
-    raw = ApiToken.new_raw_key()
-    token = ApiToken(user=user, name="test agent", **fields)
-    token.set_key(raw)
-    token.save()
-    token.roles.set(roles)
+def token_for(user, *, roles: tuple[Role, ...] = (), revoked_at=None, expires_at=None) -> str:
+    token, raw = api_token_create(user=user, name="test agent", roles=roles, expires_at=expires_at)
+    if revoked_at is not None:
+        ApiToken.objects.filter(pk=token.pk).update(revoked_at=revoked_at)
     return raw
 
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from billing.models import Usage
-from office.models import ApiToken, Role, Task
+from office.models import Role, Task
+from office.services import api_token_create
 from tests.factories import RoleFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -21,11 +22,7 @@ HELLO = [{"role": "user", "content": "Hello."}]
 
 @pytest.fixture
 def token() -> str:
-    raw = ApiToken.new_raw_key()
-    token = ApiToken(user=UserFactory(), name="agent")
-    token.set_key(raw)
-    token.save()
-    return raw
+    return api_token_create(user=UserFactory(), name="agent")[1]
 
 
 @pytest.fixture
@@ -33,7 +30,7 @@ def coder() -> Role:
     return RoleFactory(slug="coder", runnable=True)
 
 
-def post(client, token: str, body: Any, **headers: str):
+def post(client, token: str, body: Any):
     data = body if isinstance(body, bytes | str) else json.dumps(body)
     return client.post(
         URL, data=data, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"

@@ -267,9 +267,7 @@ def test_sweeper_leaves_a_long_v1_call_alone_and_fails_one_whose_web_process_die
     """A /v1 call's task is held by a web process, which writes no heartbeat: a call
     running for minutes is not taken for dead; one older than any call can be is."""
     settings.ROSTER_PROXY_STALE_AFTER = 3600
-    long_call, long_pending = _orphan(
-        sandbox, model, executions=settings.ROSTER_MAX_EXECUTIONS, holder="proxy:web:1:x"
-    )
+    long_call, long_pending = _orphan(sandbox, model, executions=1, holder="proxy:web:1:x")
 
     assert tasks_sweep_stale().failed == []
     long_call.refresh_from_db()
@@ -278,6 +276,10 @@ def test_sweeper_leaves_a_long_v1_call_alone_and_fails_one_whose_web_process_die
 
     Task.objects.filter(pk=long_call.pk).update(started_at=timezone.now() - timedelta(seconds=3601))
     assert tasks_sweep_stale().failed == [long_call.pk]
+    long_call.refresh_from_db()
+    assert (
+        long_call.error == "The web process serving this /v1 call stopped; it is not called again."
+    )
     long_pending.refresh_from_db()
     assert long_pending.status == UsageStatus.ESTIMATED  # kept as spend, never dropped
 

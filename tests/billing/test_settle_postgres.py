@@ -26,8 +26,8 @@ needs_postgresql = pytest.mark.skipif(
     reason="the settlement function exists on PostgreSQL only",
 )
 
-# The latest migration that (re)creates billing_usage_settle.
-migration = importlib.import_module("billing.migrations.0007_settle_function_helper_measures")
+# The latest migration that (re)creates the settlement function.
+migration = importlib.import_module("billing.migrations.0010_settle_set_based_and_hot_updates")
 
 
 def test_the_function_writes_the_columns_the_ledger_settles_and_every_rollup_measure():
@@ -179,13 +179,6 @@ def test_a_settlement_the_database_refuses_fails_alone_not_its_batch(monkeypatch
     # One row would break a check constraint (negative tokens): the batch is refused and
     # its rows are written one by one, so only that settlement fails.
     bad = calls[3]
-    settle_one = settle_postgres._settle_one
-
-    def poisoned(item):
-        if item["usage_id"] == bad.pk:
-            item["fields"]["input_tokens"] = -1
-        return settle_one(item)
-
     write = settle_postgres._write
 
     def write_poisoned(batch):
@@ -195,7 +188,6 @@ def test_a_settlement_the_database_refuses_fails_alone_not_its_batch(monkeypatch
         return write(batch)
 
     monkeypatch.setattr(settle_postgres, "_write", write_poisoned)
-    monkeypatch.setattr(settle_postgres, "_settle_one", poisoned)
 
     errors = _settle_from_threads(calls, TokenUsage(input_tokens=7, output_tokens=3))
 

@@ -121,3 +121,17 @@ def test_a_retry_of_a_role_since_deactivated_is_refused_with_the_reason() -> Non
     with pytest.raises(TaskRejected, match="inactive"):
         task_retry(task=task, by=UserFactory())
     assert Task.objects.count() == 1
+
+
+def test_a_step_cannot_be_cancelled_alone_its_workflow_would_wait_for_ever() -> None:
+    role = RoleFactory(runnable=True)
+    parent = TaskFactory(
+        role=role, kind=TaskKind.SPEC_EXECUTE, strategy_role=role, status=TaskStatus.RUNNING
+    )
+    step = TaskFactory(role=role, kind=TaskKind.SPEC, parent=parent, status=TaskStatus.RUNNING)
+
+    with pytest.raises(TaskStateConflict, match="cancel that task instead") as raised:
+        task_cancel(task=step, by=UserFactory())
+
+    assert raised.value.code == "task_not_cancellable"
+    assert set(Task.objects.values_list("status", flat=True)) == {TaskStatus.RUNNING}

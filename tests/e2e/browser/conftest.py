@@ -32,8 +32,6 @@ CHROMIUM_ARGS = [
 # Explicit waits everywhere, never sleeps: every expectation fails after this long.
 WAIT_MS = 20_000
 
-# What each kind of person may do. The ONE place that says it, so that at merge it can
-# become "add the user to the group" once the admin/manager/staff groups exist.
 _ARTIFACTS = pytest.StashKey[Path]()
 _CALL_FAILED = pytest.StashKey[bool]()
 
