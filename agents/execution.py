@@ -71,8 +71,8 @@ from agents.routing import (
     route_over_budget,
     route_plan,
 )
+from agents.runtime import binding_for_role, price_in_force
 from agents.secrets import SecretError, secret_decrypt
-from agents.selectors import binding_for_role
 from agents.workflows import spec_execute_start, workflow_step_finished
 from billing.budgets import BudgetExceeded
 from billing.estimation import prompt_tokens_bound, prompt_tokens_estimate
@@ -491,6 +491,7 @@ def candidate_call(
         if isinstance(gate, RateWait):
             return CallRateLimited(gate)
         counter.attempts_made += 1
+        now = timezone.now()
         try:
             usage = usage_open(
                 task=task,
@@ -499,6 +500,8 @@ def candidate_call(
                 estimated_input_tokens=estimate,
                 input_tokens_bound=bound,
                 max_output_tokens=plan.request.max_tokens,
+                now=now,
+                price=price_in_force(model=plan.target.model, at=now),
             )
         except BudgetExceeded as exc:
             counter.attempts_made -= 1  # no call was made

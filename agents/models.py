@@ -311,3 +311,26 @@ class PreparedPrompt(models.Model):
 
     def __str__(self) -> str:
         return f"prepared prompt of task {self.task_id}"
+
+
+class ConfigStamp(models.Model):
+    """One row whose `stamp` changes whenever what a call is planned from changes: a
+    role, a role binding, a route candidate, a credential, a catalog model, a price or
+    the roles an API token is limited to.
+
+    Database triggers write it (agents migration 0008), so every change counts, the
+    admin's, a catalog sync's bulk writes and raw SQL alike. A process keeps what it read
+    of those tables for as long as the stamp it read with them is unchanged
+    (agents.runtime): one cheap read per call instead of a dozen. The stamp is a fresh
+    unique value per change (a sequence on PostgreSQL, a random 64-bit number on
+    SQLite), never a counter a rolled-back transaction could hand out twice.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    stamp = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="configstamp_one_row")]
+
+    def __str__(self) -> str:
+        return f"config stamp {self.stamp}"

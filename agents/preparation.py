@@ -39,7 +39,7 @@ from agents.models import PreparedPrompt, RoleBinding, RoutingPolicy
 from agents.providers.base import ChatMessage
 from agents.redaction import redact
 from agents.routing import ComplexityReading, RouteError, complexity_of_prompt, route_plan
-from agents.selectors import binding_for_role
+from agents.runtime import binding_for_role
 from agents.threads import History, history_prepare, summary_block
 from billing.estimation import tokens_estimate
 from billing.ledger import usage_record_helper

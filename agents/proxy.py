@@ -61,7 +61,7 @@ from agents.providers.registry import adapter_for
 from agents.rate_gate import RateGrant, rate_tokens_settle, tokens_used
 from agents.redaction import redact
 from agents.routing import Candidate, Decision, Route, RouteError, route_over_budget, route_plan
-from agents.selectors import binding_for_role
+from agents.runtime import binding_for_role
 from billing.budgets import BudgetExceeded
 from billing.ledger import LedgerError, usage_settle
 from billing.models import BudgetAction, Usage

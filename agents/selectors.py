@@ -5,31 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from django.db.models import Prefetch
-
-from agents.models import RoleBinding, RouteCandidate
+from agents.models import RoleBinding
 from billing.models import ModelPrice
 from billing.selectors import price_current
 from office.errors import TaskRejected
 from office.models import Role
-
-
-def binding_for_role(*, role: Role) -> RoleBinding | None:
-    """The role's binding with its models, credentials and route candidates loaded, or
-    None if unbound."""
-    return (
-        RoleBinding.objects.select_related(
-            "model", "credential", "role", "over_budget_model", "over_budget_credential"
-        )
-        .prefetch_related(
-            Prefetch(
-                "candidates",
-                queryset=RouteCandidate.objects.select_related("model", "credential"),
-            )
-        )
-        .filter(role=role)
-        .first()
-    )
 
 
 def role_check_runnable(*, role: Role) -> None:

@@ -31,7 +31,7 @@ from billing.budgets import (
 )
 from billing.estimation import prompt_tokens_estimate, tokens_estimate
 from billing.helper_ledger import usage_record_helper as usage_record_helper
-from billing.models import CatalogModel, PricingBasis, Usage, UsageStatus
+from billing.models import CatalogModel, ModelPrice, PricingBasis, Usage, UsageStatus
 from billing.money import ZERO, money_sum
 from billing.pricing import TokenUsage, cost_of, resolve_prices
 from billing.rollups import delta_of, rollup_add
@@ -65,9 +65,13 @@ def usage_open(
     input_tokens_bound: int,
     max_output_tokens: int,
     now: datetime | None = None,
+    price: ModelPrice | None = None,
 ) -> Usage:
     """Reserve the call's worst case against the budgets and write a `pending` ledger
     row, in one transaction committed before the call leaves.
+
+    `price` is the model's price version in force at `now` when the caller has it at
+    hand (agents.runtime keeps it); by default it is looked up.
 
     `input_tokens_bound` is an upper bound on the input tokens (not the estimate): with
     `max_output_tokens` it bounds the cost, so reservations bound spend. Returns the row,
@@ -76,7 +80,10 @@ def usage_open(
     budget refuses the call (nothing is written then).
     """
     now = now or timezone.now()
-    price = price_current(model=target.model, at=now)
+    if price is None:
+        price = price_current(model=target.model, at=now)
+    elif price.model_id != target.model.pk:
+        raise LedgerError(f"The price {price.pk} is not one of {target.model.slug}.")
     if price is None:
         raise LedgerError(
             f"The model {target.model.slug} has no price in the catalog; run "

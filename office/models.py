@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Collection
 from decimal import Decimal
 
 from django.conf import settings
@@ -280,9 +281,10 @@ class ApiToken(models.Model):
     def hash_of(cls, raw: str) -> str:
         return _hash_token(raw)
 
-    def allows_role(self, role: Role) -> bool:
-        """Whether this token may use `role` (a token with no roles chosen may use all)."""
-        scoped = [r.pk for r in self.roles.all()]
+    def allows_role(self, role: Role, *, scope: Collection[int] | None = None) -> bool:
+        """Whether this token may use `role` (a token with no roles chosen may use all).
+        `scope` is the ids of the token's roles when the caller has read them already."""
+        scoped = [r.pk for r in self.roles.all()] if scope is None else scope
         return not scoped or role.pk in scoped
 
     def is_usable(self, *, now: timezone.datetime | None = None) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from agents.models import RoleBinding
 from agents.proxy import ProxyError
+from agents.runtime import role_active, token_scope
 from office.models import ApiToken, Role
 
 
@@ -13,7 +14,7 @@ def role_for_model(*, model: str, token: ApiToken) -> Role:
 
     Raises ProxyError: 404 `model_not_found`, 403 `model_not_allowed`.
     """
-    role = Role.objects.filter(slug=model, is_active=True).first()
+    role = role_active(slug=model)
     if role is None:
         raise ProxyError(
             f"The model {model!r} does not exist: a model is the slug of an active Roster "
@@ -24,7 +25,7 @@ def role_for_model(*, model: str, token: ApiToken) -> Role:
             param="model",
             should_retry=False,
         )
-    if not token.allows_role(role):
+    if not token.allows_role(role, scope=token_scope(token=token)):
         raise ProxyError(
             f"This API token may not use the model {model!r} (its roles are limited).",
             status_code=403,

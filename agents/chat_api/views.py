@@ -20,6 +20,7 @@ from agents.chat_api import shapes
 from agents.chat_api.selectors import models_for_token, role_for_model
 from agents.chat_api.validation import body_parse, chat_call_parse
 from agents.proxy import ProxyError, ProxyStream, proxy_complete, proxy_stream
+from agents.runtime import config_pinned
 from office.api.authentication import ApiTokenAuthentication
 from office.api.throttling import token_throttle_wait
 from office.models import ApiToken
@@ -33,6 +34,12 @@ AUTH_CHALLENGE = 'Bearer realm="v1"'
 @csrf_exempt  # token authentication, not cookies
 def chat_completions(request: HttpRequest) -> HttpResponse:
     """POST /v1/chat/completions: a role answers, whole or streamed (SSE)."""
+    # The role, its binding and its prices are planned from one reading of the config.
+    with config_pinned():
+        return _chat_completions(request)
+
+
+def _chat_completions(request: HttpRequest) -> HttpResponse:
     try:
         _method(request, "POST")
         user, token = _authenticate(request)

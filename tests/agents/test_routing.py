@@ -22,7 +22,7 @@ from agents.routing import (
     route_plan,
     routing_validate,
 )
-from agents.selectors import binding_for_role
+from agents.runtime import binding_for_role
 from office.models import Task
 from office.services import api_token_create
 from tests.factories import (
