@@ -4,6 +4,7 @@
     manage.py cost breakdown --period week --by model --format csv
     manage.py cost alert --threshold 5.00 --period week
     manage.py cost rebuild-rollups [--check] [--since YYYY-MM-DD]
+    manage.py cost reconcile --against FILE
 
 Figures come from billing.reports (the rollups), like the report page. Each subcommand
 is one `_add_<name>` method that declares its parser and one `_handle_<name>` method that
@@ -19,6 +20,7 @@ import json
 from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -27,6 +29,7 @@ from django.utils import timezone
 from billing.alerts import alert_check_spend
 from billing.money import format_usd
 from billing.periods import PERIODS, local_day, local_midnight, office_tz, period_days
+from billing.reconcile import ReconcileError, export_read, reconcile
 from billing.reports import (
     BREAKDOWNS,
     BreakdownRow,
@@ -66,6 +69,7 @@ class Command(BaseCommand):
         self._add_breakdown(subcommands, parents=[report_options])
         self._add_alert(subcommands)
         self._add_rebuild_rollups(subcommands)
+        self._add_reconcile(subcommands)
 
     def _add_alert(self, subcommands: Any) -> None:
         alert = subcommands.add_parser(
@@ -83,6 +87,19 @@ class Command(BaseCommand):
         rebuild.add_argument("--check", action="store_true", help="Only compare; change nothing.")
         rebuild.add_argument(
             "--since", type=date.fromisoformat, help="First local day (YYYY-MM-DD); default all."
+        )
+
+    def _add_reconcile(self, subcommands: Any) -> None:
+        reconcile_parser = subcommands.add_parser(
+            "reconcile",
+            help="Compare the ledger with a provider's export (sandbox log or OpenRouter CSV).",
+        )
+        reconcile_parser.add_argument(
+            "--against",
+            required=True,
+            type=Path,
+            metavar="FILE",
+            help="The sandbox provider's JSONL request log or an OpenRouter activity CSV.",
         )
 
     def _add_summary(self, subcommands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
@@ -132,6 +149,24 @@ class Command(BaseCommand):
         self.stdout.write(
             f"ALERT: {spent}. Alert #{check.alert.pk} recorded; delivery: {delivered}"
         )
+
+    def _handle_reconcile(self, *, against: Path, **options: Any) -> None:
+        try:
+            export = export_read(against)
+        except ReconcileError as exc:
+            raise CommandError(str(exc)) from None
+        result = reconcile(export)
+        for line in result.differences:
+            self.stdout.write(line)
+        summary = (
+            f"{len(export.charged)} charged requests in the {export.kind} export, "
+            f"{result.matched} matched: {result.unbilled} unbilled, "
+            f"{result.double_billed} double-billed, {result.cost_mismatches} cost "
+            f"differences, {result.not_charged} ledger rows not in the export."
+        )
+        if not result.clean:
+            raise CommandError(f"{len(result.differences)} difference(s). {summary}")
+        self.stdout.write(f"No differences. {summary}")
 
     def _handle_rebuild_rollups(self, *, check: bool, since: date | None, **options: Any) -> None:
         report = rollups_rebuild(start=since, dry_run=check)
