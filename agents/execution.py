@@ -71,7 +71,7 @@ from agents.routing import (
     route_over_budget,
     route_plan,
 )
-from agents.runtime import binding_for_role, price_in_force
+from agents.runtime import binding_for_role, config_pinned, price_in_force
 from agents.secrets import SecretError, secret_decrypt
 from agents.workflows import spec_execute_start, workflow_step_finished
 from billing.budgets import BudgetExceeded
@@ -182,6 +182,7 @@ class _Walk:
     failures: list[tuple[Candidate, str]] = field(default_factory=list)
 
 
+@config_pinned()  # the binding and every attempt's price from one reading of the config
 def task_execute(*, task_id: int, worker_id: str) -> str:
     """Run a queued task to its end. Returns the task's final (or current) status.
 

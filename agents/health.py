@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from agents.models import WorkerHeartbeat
@@ -135,14 +136,14 @@ def check_workers(*, now: datetime | None = None) -> str:
     detail; raises CheckFailed when none did."""
     now = now or timezone.now()
     stale_after = settings.ROSTER_WORKER_STALE_AFTER
-    beats = WorkerHeartbeat.objects.filter(last_seen__gte=now - timedelta(seconds=stale_after))
-    alive = beats.count()
+    cutoff = now - timedelta(seconds=stale_after)
+    beats = WorkerHeartbeat.objects.aggregate(
+        alive=Count("pk", filter=Q(last_seen__gte=cutoff)), newest=Max("last_seen")
+    )
+    alive, newest = beats["alive"], beats["newest"]
     if alive:
-        newest = beats.order_by("-last_seen").values_list("last_seen", flat=True).first()
-        ago = (now - newest).total_seconds() if newest else 0.0
+        ago = (now - newest).total_seconds()
         return f"{alive} worker{'s' * (alive != 1)} alive; newest heartbeat {max(ago, 0):.1f}s ago"
-    last = WorkerHeartbeat.objects.order_by("-last_seen").values_list("last_seen", flat=True)
-    newest = last.first()
     if newest is None:
         raise CheckFailed("no worker has ever written a heartbeat: is a worker running?")
     raise CheckFailed(

@@ -167,16 +167,13 @@ def proxy_complete(*, call: ChatCall, user: AbstractBaseUser) -> ProxyAnswer:
     run, route = _start(call=call, user=user)
     answered = _walk(run, route, call, stream=False)
     assert isinstance(answered.result, ChatResult)
-    try:
-        call_settle(
-            usage=answered.usage,
-            request=answered.plan.request,
-            result=answered.result,
-            latency_ms=answered.latency_ms,
-        )
-    except LedgerError as exc:  # the sweeper closed it meanwhile: it stays as it is
-        logger.warning("proxy call %s already closed: %s", answered.usage.call_id, exc)
-    rate_tokens_settle(answered.grant, used=tokens_used(answered.result.usage))
+    _settle(
+        plan=answered.plan,
+        usage=answered.usage,
+        grant=answered.grant,
+        result=answered.result,
+        latency_ms=answered.latency_ms,
+    )
     run.finish(status=TaskStatus.DONE, result=answered.result.text, label=answered.label)
     return ProxyAnswer(
         task=run.task,
@@ -369,13 +366,13 @@ def _walk(run: _ProxyRun, route: Route, call: ChatCall, *, stream: bool) -> _Ans
                 complete=replace(result, text=reading.text),
             )
         # Rejected: billed, not shown; the strong model answers instead.
-        call_settle(
+        _settle(
+            plan=answer.plan,
             usage=answer.usage,
-            request=answer.plan.request,
+            grant=answer.grant,
             result=result,
             latency_ms=answer.latency_ms,
         )
-        rate_tokens_settle(answer.grant, used=tokens_used(result.usage))
         run.decide(
             candidate_decision(
                 candidate,
@@ -461,6 +458,18 @@ def _plan(run: _ProxyRun, call: ChatCall, candidate: Candidate, *, self_check: b
     )
     sampling = replace(plan.request, temperature=call.temperature, top_p=call.top_p, stop=call.stop)
     return replace(plan, request=sampling)
+
+
+def _settle(
+    *, plan: CallPlan, usage: Usage, grant: RateGrant, result: ChatResult, latency_ms: int
+) -> None:
+    """Settle an answered call's ledger row and its rate grant. A row the sweeper closed
+    meanwhile stays as it is (logged): the client still gets its answer, never a 500."""
+    try:
+        call_settle(usage=usage, request=plan.request, result=result, latency_ms=latency_ms)
+    except LedgerError as exc:
+        logger.warning("proxy call %s already closed: %s", usage.call_id, exc)
+    rate_tokens_settle(grant, used=tokens_used(result.usage))
 
 
 def _completer(plan: CallPlan) -> Any:
@@ -578,16 +587,13 @@ class ProxyStream:
         assert result is not None
         self._closed = True
         self.result = result
-        try:
-            call_settle(
-                usage=self.usage,
-                request=self._answered.plan.request,
-                result=result,
-                latency_ms=self._elapsed_ms(),
-            )
-        except LedgerError as exc:  # the sweeper closed it meanwhile: it stays as it is
-            logger.warning("proxy call %s already closed: %s", self.call_id, exc)
-        rate_tokens_settle(self._answered.grant, used=tokens_used(result.usage))
+        _settle(
+            plan=self._answered.plan,
+            usage=self.usage,
+            grant=self._answered.grant,
+            result=result,
+            latency_ms=self._elapsed_ms(),
+        )
         self._run.finish(status=TaskStatus.DONE, result=result.text, label=self._answered.label)
 
     def _fail(self, exc: ProviderError) -> str:

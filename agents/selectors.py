@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from django.utils import timezone
+
 from agents.models import RoleBinding
+from agents.runtime import price_in_force
 from billing.models import ModelPrice
-from billing.selectors import price_current
 from office.errors import TaskRejected
 from office.models import Role
 
@@ -36,15 +38,16 @@ class RoleOffer:
     price: ModelPrice | None
 
 
-def roles_offered(*, only: Collection[Role] = ()) -> list[RoleOffer]:
-    """Active roles by slug (only those in `only` when it is not empty: an API token's
-    scope), each with its bound model and current price."""
+def roles_offered(*, only: Collection[int] = ()) -> list[RoleOffer]:
+    """Active roles by slug (only those whose ids are in `only` when it is not empty: an
+    API token's scope), each with its bound model and its price in force now."""
     roles = Role.objects.filter(is_active=True).select_related("binding__model").order_by("slug")
     if only:
-        roles = roles.filter(pk__in=[role.pk for role in only])
+        roles = roles.filter(pk__in=only)
+    now = timezone.now()
     offers = []
     for role in roles:
         binding = getattr(role, "binding", None)  # a missing reverse one-to-one raises
-        price = price_current(model=binding.model) if binding is not None else None
+        price = price_in_force(model=binding.model, at=now) if binding is not None else None
         offers.append(RoleOffer(role=role, binding=binding, price=price))
     return offers

@@ -39,8 +39,12 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "office.settings")
 os.environ.setdefault("DJANGO_SECRET_KEY", "bench")
 os.environ.setdefault("ROSTER_FERNET_KEYS", "x4SWdW0nE9qRk1a5ub8UTSSTvPDkA7zdeXtXwEbx1Xs=")
+# Without DATABASE_URL: SQLite in a folder of the bench's own, deleted at the end (never
+# an ROSTER_VAR_DIR of the caller's).
+BENCH_VAR_DIR = None
 if "DATABASE_URL" not in os.environ:
-    os.environ.setdefault("ROSTER_VAR_DIR", tempfile.mkdtemp(prefix="roster-proxy-bench-"))
+    BENCH_VAR_DIR = tempfile.mkdtemp(prefix="roster-proxy-bench-")
+    os.environ["ROSTER_VAR_DIR"] = BENCH_VAR_DIR
 
 READY_LINE = re.compile(r"listening on http://([^:]+):(\d+)")
 MODEL = "openai/gpt-4.1-mini"
@@ -367,8 +371,8 @@ def main() -> None:
         for server in servers:
             server.wait(timeout=30)
         sandbox.wait(timeout=30)
-        if "DATABASE_URL" not in os.environ:
-            shutil.rmtree(os.environ["ROSTER_VAR_DIR"], ignore_errors=True)
+        if BENCH_VAR_DIR is not None:
+            shutil.rmtree(BENCH_VAR_DIR, ignore_errors=True)
     for name, by_concurrency in results.items():
         (c1_50, c1_99), (added50, added99) = by_concurrency[1], by_concurrency[64]
         verdict = "pass" if added50 <= TARGET_P50_MS and added99 <= TARGET_P99_MS else "FAIL"

@@ -13,10 +13,10 @@ Two exports are read:
   `completion_tokens`; the time from `created_at`. A file without an id or a cost column
   is refused, naming the headers it has.
 
-Every billed request of the export must have exactly one closed ledger row with the same
-cost to the last decimal place; every settled, non-zero ledger row of a provider in the
-export's time window must be in the export. Differences are listed, never fixed: the
-ledger is append-only.
+Every billed request of the export must have exactly one billed ledger row (settled or
+estimated) with the same cost to the last decimal place; every billed, non-zero ledger
+row of a provider in the export's time window must be in the export. Differences are
+listed, never fixed: the ledger is append-only.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from pathlib import Path
 
 from django.utils.dateparse import parse_datetime
 
-from billing.models import PricingBasis, Usage, UsageStatus
+from billing.alerts import BILLED_STATUSES
+from billing.models import PricingBasis, Usage
 
 ID_COLUMNS = ("generation_id", "id")
 COST_COLUMNS = ("cost_total", "total_cost", "cost", "usage")
@@ -104,8 +105,12 @@ def reconcile(export: Export) -> Reconciliation:
         if times > 1:
             result.double_billed += 1
             result.differences.append(f"charged {times} times by the provider: {key}")
+    seen: set[str] = set()
     for charge in export.charged:
-        found = [u for u in rows.get(charge.key, []) if u.status == UsageStatus.SETTLED]
+        if charge.key in seen:  # charged twice: listed above, compared once
+            continue
+        seen.add(charge.key)
+        found = [u for u in rows.get(charge.key, []) if u.status in BILLED_STATUSES]
         if not found:
             other = rows.get(charge.key, [])
             state = f"ledger row {other[0].pk} is {other[0].status}" if other else "no ledger row"
@@ -138,18 +143,18 @@ def reconcile(export: Export) -> Reconciliation:
 
 
 def _not_charged(result: Reconciliation) -> None:
-    """Settled, non-zero ledger rows of the export's provider and window, not in it."""
+    """Billed, non-zero ledger rows of the export's provider and window, not in it."""
     export = result.export
     times = [c.at for c in export.charged if c.at is not None]
     if not times:
         return
     keys = {c.key for c in export.charged}
     rows = Usage.objects.filter(
-        status=UsageStatus.SETTLED,
-        cost__gt=0,
+        status__in=BILLED_STATUSES,
+        cost__gt=0,  # the local helper's rows cost nothing
         created_at__gte=min(times) - WINDOW_SLACK,
         created_at__lte=max(times) + WINDOW_SLACK,
-    ).exclude(model__source="local_helper")
+    )
     if export.kind == "openrouter":
         rows = rows.filter(provider="openrouter")
     for usage in rows.only("pk", export.match_field, "cost").order_by("pk"):

@@ -7,6 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from agents.api.serializers import RoleOutputSerializer
+from agents.runtime import config_pinned, token_scope
 from agents.selectors import roles_offered
 from office.api.base import AgentApiView, token_of
 from office.api.schema import error_responses
@@ -22,5 +23,6 @@ class RoleListApi(AgentApiView):
         responses={200: RoleOutputSerializer(many=True), **error_responses(401, 429)},
     )
     def get(self, request: Request) -> Response:
-        offers = roles_offered(only=list(token_of(request).roles.all()))
+        with config_pinned():  # one reading of the config for every role's price
+            offers = roles_offered(only=token_scope(token=token_of(request)))
         return Response(RoleOutputSerializer(offers, many=True).data)

@@ -43,7 +43,7 @@ def models_for_token(*, token: ApiToken) -> list[Role]:
     roles = Role.objects.filter(
         is_active=True, pk__in=RoleBinding.objects.values("role_id")
     ).order_by("slug")
-    scoped = [role.pk for role in token.roles.all()]
+    scoped = token_scope(token=token)
     if scoped:
         roles = roles.filter(pk__in=scoped)
     return list(roles)

@@ -109,7 +109,7 @@ def test_spend_calls_and_tokens_match_the_ledger(client, metrics_token):
     key = labels(role="coder", model="vendor/cheap", provider="openrouter")
     # 4000 x $0.000001 + 1000 x $0.000002 = $0.006, the ledger's own sum.
     assert metrics["roster_spend_usd_total"] == {key: pytest.approx(0.006, abs=1e-12)}
-    assert float(money_sum(Usage.objects.values_list("cost", flat=True))) == pytest.approx(0.006)
+    assert money_sum(Usage.objects.values_list("cost", flat=True)) == Decimal("0.006")
     assert metrics["roster_provider_calls_total"] == {key: 2}
     assert metrics["roster_provider_failed_calls_total"] == {key: 1}
     tokens = metrics["roster_tokens_total"]

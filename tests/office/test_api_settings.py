@@ -21,8 +21,9 @@ def settings_of(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         "PYTHONPATH": str(ROOT),
         **env,
     }
-    if "ROSTER_CACHE_URL" not in env:
-        environment.pop("ROSTER_CACHE_URL", None)
+    for name in ("ROSTER_CACHE_URL", "ROSTER_API_THROTTLE_RATE"):  # the host's own
+        if name not in env:
+            environment.pop(name, None)
     code = (
         "from office import settings as s; cache = s.CACHES['default']; "
         "print(cache['BACKEND'], cache['LOCATION'], s.ROSTER_API_THROTTLE_RATE)"
