@@ -16,8 +16,8 @@ from decimal import Decimal
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from billing.budgets import HUNDRED, thresholds_crossed
-from billing.models import Alert, Budget, BudgetPeriod, UsageRollup
+from billing.budgets import HUNDRED, budget_spent_from_rollups, thresholds_crossed
+from billing.models import Alert, Budget, BudgetPeriod
 from billing.money import EXACT, ZERO, money_sum
 from billing.periods import local_day, period_days
 
@@ -111,7 +111,13 @@ def budget_states(
             state = BudgetState(budget, counter.start, counter.end, counter.spent, counter.reserved)
         else:
             start, end = period_days(period=budget.period, day=today)
-            state = BudgetState(budget, start, end, _rollup_spend(budget, start, end), ZERO)
+            state = BudgetState(
+                budget,
+                start,
+                end,
+                budget_spent_from_rollups(budget=budget, start=start, end=end),
+                ZERO,
+            )
         states.append(state)
     return states
 
@@ -124,14 +130,6 @@ def alerts_recent(*, limit: int = 100) -> list[Alert]:
             "-created_at", "-pk"
         )[:limit]
     )
-
-
-def _rollup_spend(budget: Budget, start: date, end: date) -> Decimal:
-    rollups = UsageRollup.objects.filter(day__gte=start, day__lt=end)
-    if budget.role_id is not None:
-        rollups = rollups.filter(role_id=budget.role_id)
-    # Summed in Python: money is text on SQLite.
-    return money_sum(rollups.order_by().values_list("cost", flat=True))
 
 
 def _percent(part: Decimal, whole: Decimal) -> Decimal:

@@ -250,14 +250,21 @@ def _periods_locked(*, budgets: list[Budget], day: date) -> list[BudgetPeriod]:
     return periods
 
 
+def budget_spent_from_rollups(*, budget: Budget, start: date, end: date) -> Decimal:
+    """What the calls a budget covers spent over the local days [start, end), from the
+    rollups: how a period's counter starts, and how a period without one reads."""
+    rollups = UsageRollup.objects.filter(day__gte=start, day__lt=end)
+    if budget.role_id is not None:
+        rollups = rollups.filter(role_id=budget.role_id)
+    # Summed in Python: money is text on SQLite.
+    return money_sum(rollups.order_by().values_list("cost", flat=True))
+
+
 def _period_create(*, budget: Budget, start: date, end: date) -> int:
     """Create a budget's counter row for a period; returns its id (another reservation
     may have created it meanwhile)."""
     # A budget created mid-period starts from what the period has already spent.
-    rollups = UsageRollup.objects.filter(day__gte=start, day__lt=end)
-    if budget.role_id is not None:
-        rollups = rollups.filter(role_id=budget.role_id)
-    spent = money_sum(rollups.values_list("cost", flat=True))
+    spent = budget_spent_from_rollups(budget=budget, start=start, end=end)
     try:
         with transaction.atomic():
             return BudgetPeriod.objects.create(budget=budget, start=start, end=end, spent=spent).pk

@@ -33,7 +33,7 @@ class BudgetStateSerializer(serializers.Serializer):
     )
     period_start = serializers.DateField(source="start", help_text="First day of the period.")
     period_end = serializers.DateField(source="end", help_text="First day after the period.")
-    limit = ExactDecimalStringField(help_text="USD per period.")
+    limit = ExactDecimalStringField(source="budget.limit", help_text="USD per period.")
     spent = ExactDecimalStringField(help_text="USD settled this period.")
     reserved = ExactDecimalStringField(help_text="USD held by calls in flight.")
     remaining = ExactDecimalStringField(help_text="limit - spent - reserved, at least 0.")

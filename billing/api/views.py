@@ -8,9 +8,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing.api.serializers import UsageOutputSerializer
+from billing.budget_overview import budget_states
 from billing.money import money_sum
 from billing.periods import local_day, period_days
-from billing.selectors import budget_states, role_spend
+from billing.selectors import role_spend
 from office.api.base import AgentApiView, token_of
 from office.api.schema import error_responses
 from office.selectors import roles_active
@@ -37,6 +38,6 @@ class UsageApi(AgentApiView):
             "month": f"{start:%Y-%m}",
             "roles": spends,
             "cost": money_sum(row.spend.cost for row in spends),
-            "budgets": budget_states(role_ids=[role.pk for role in roles], at=now),
+            "budgets": budget_states(today=local_day(now), role_ids=[role.pk for role in roles]),
         }
         return Response(UsageOutputSerializer(usage).data)
