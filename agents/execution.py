@@ -339,17 +339,12 @@ def _budget_refused(
         )
         abandon_rest("A budget stopped the route before it.")
         return _end(run, status=TaskStatus.OVER_BUDGET, error=exc.message, result=run.held_text)
-    over_budget = route_over_budget(binding=run.binding)
-    reason = ""
-    if over_budget is None:
-        reason = "no over-budget model is configured for this role"
-    else:
-        try:
-            _plan(run.task, run.binding, over_budget, self_check=False)
-        except ExecutionError as why:
-            reason = str(why)
-    if over_budget is None or reason:
-        message = f"{exc.message} Not downgraded: {reason}."
+    over_budget = downgrade_target(
+        binding=run.binding,
+        plan=lambda target: _plan(run.task, run.binding, target, self_check=False),
+    )
+    if isinstance(over_budget, str):
+        message = f"{exc.message} Not downgraded: {over_budget}."
         run.decide(candidate_decision(candidate, "abandoned", message))
         abandon_rest("A budget stopped the route before it.")
         return _end(run, status=TaskStatus.OVER_BUDGET, error=message, result=run.held_text)
@@ -366,6 +361,22 @@ def _budget_refused(
     )
     abandon_rest("Not called: the task was downgraded to the over-budget model.")
     return _walk(run, Route(policy="downgrade", candidates=(over_budget,), decisions=()))
+
+
+def downgrade_target(
+    *, binding: RoleBinding, plan: Callable[[Candidate], object]
+) -> Candidate | str:
+    """The over-budget model a `downgrade` budget switches to, or why there is none: no
+    such model configured, or `plan` (the caller's call planning) raised ExecutionError
+    for it. Checked before switching, so a refusal stays a budget refusal."""
+    over_budget = route_over_budget(binding=binding)
+    if over_budget is None:
+        return "no over-budget model is configured for this role"
+    try:
+        plan(over_budget)
+    except ExecutionError as why:
+        return str(why)
+    return over_budget
 
 
 def _plan(task: Task, binding: RoleBinding, candidate: Candidate, *, self_check: bool) -> CallPlan:

@@ -51,6 +51,7 @@ from agents.execution import (
     call_settle,
     candidate_call,
     candidate_decision,
+    downgrade_target,
     prompt_texts,
     task_finish,
 )
@@ -60,7 +61,7 @@ from agents.providers.base import ChatMessage, ChatResult, ChatStream, ProviderE
 from agents.providers.registry import adapter_for
 from agents.rate_gate import RateGrant, rate_tokens_settle, tokens_used
 from agents.redaction import redact
-from agents.routing import Candidate, Decision, Route, RouteError, route_over_budget, route_plan
+from agents.routing import Candidate, Decision, Route, RouteError, route_plan
 from agents.runtime import binding_for_role
 from billing.budgets import BudgetExceeded
 from billing.ledger import LedgerError, usage_settle
@@ -417,26 +418,35 @@ def _answered(
 def _budget_refused(
     run: _ProxyRun, call: ChatCall, exc: BudgetExceeded, candidate: Candidate, *, stream: bool
 ) -> _Answered:
-    """Downgrade once to the over-budget model when the budget says so (and one is
-    configured); otherwise stop. Raises ProxyError `budget_exceeded`."""
-    over_budget = route_over_budget(binding=run.binding)
-    if exc.action == BudgetAction.DOWNGRADE and not run.downgraded and over_budget is not None:
-        run.downgraded = True
-        run.decide(
-            Decision(
-                step="downgrade",
-                outcome="over_budget_model",
-                why=f"{exc.message} The over-budget model answers instead of {candidate.label}.",
-                model=over_budget.model.slug,
-                slot=over_budget.slot,
-            )
+    """Downgrade once to the over-budget model when the budget says so and that model
+    can be called (agents.execution.downgrade_target, as the worker does); otherwise
+    stop. Raises ProxyError `budget_exceeded`."""
+    message = exc.message
+    if exc.action == BudgetAction.DOWNGRADE and not run.downgraded:
+        over_budget = downgrade_target(
+            binding=run.binding,
+            plan=lambda target: _plan(run, call, target, self_check=False),
         )
-        route = Route(policy="downgrade", candidates=(over_budget,), decisions=())
-        return _walk(run, route, call, stream=stream)
-    run.decide(candidate_decision(candidate, "abandoned", f"Refused by a budget: {exc.message}"))
-    run.finish(status=TaskStatus.OVER_BUDGET, error=exc.message)
+        if not isinstance(over_budget, str):
+            run.downgraded = True
+            run.decide(
+                Decision(
+                    step="downgrade",
+                    outcome="over_budget_model",
+                    why=(
+                        f"{exc.message} The over-budget model answers instead of {candidate.label}."
+                    ),
+                    model=over_budget.model.slug,
+                    slot=over_budget.slot,
+                )
+            )
+            route = Route(policy="downgrade", candidates=(over_budget,), decisions=())
+            return _walk(run, route, call, stream=stream)
+        message = f"{exc.message} Not downgraded: {over_budget}."
+    run.decide(candidate_decision(candidate, "abandoned", f"Refused by a budget: {message}"))
+    run.finish(status=TaskStatus.OVER_BUDGET, error=message)
     raise ProxyError(
-        exc.message,
+        message,
         status_code=429,
         code="budget_exceeded",
         error_type="insufficient_quota",

@@ -459,6 +459,36 @@ def test_a_downgrading_budget_answers_with_the_over_budget_model(
     assert [d["step"] for d in task.routing_decisions] == ["route", "downgrade", "candidate"]
 
 
+def test_a_downgrade_whose_model_cannot_be_called_is_still_a_budget_refusal(
+    live_server, sandbox, catalog, agent
+):
+    role = bind("coder", catalog["openai/gpt-4.1-mini"], provider="openai",
+                base_url=sandbox.url + "/v1")  # fmt: skip
+    broken = credential_create(label="broken", provider="openai", raw_secret="sk-broken-key")
+    broken.secret_encrypted = "not a Fernet token"
+    broken.save(update_fields=["secret_encrypted"])
+    free = CatalogModel.objects.create(slug="moonshotai/kimi-k2.6:free", name="Free")
+    free.prices.create(source="sync", prompt=Decimal(0), completion=Decimal(0))
+    RoleBinding.objects.filter(role=role).update(
+        over_budget_model=free, over_budget_credential=broken
+    )
+    Budget.objects.create(
+        name="Coder cap", scope="role", role=role, period="month", limit=Decimal("0.000001"),
+        action="downgrade",
+    )  # fmt: skip
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        sdk(live_server, token_for(agent)).chat.completions.create(
+            model="coder", messages=[{"role": "user", "content": "Spend less."}]
+        )
+
+    assert refused.value.code == "budget_exceeded"
+    assert "Not downgraded: Credential 'broken'" in refused.value.message
+    (task,) = Task.objects.all()
+    assert task.status == TaskStatus.OVER_BUDGET
+    assert Usage.objects.count() == 0
+
+
 def test_a_provider_refusal_is_a_502_not_a_500(live_server, sandbox, catalog, agent):
     bind("coder", catalog["openai/gpt-4.1-mini"], provider="openai", base_url=sandbox.url + "/v1")
     client = sdk(live_server, token_for(agent))
