@@ -536,7 +536,7 @@ class ProxyStream:
         self._run = run
         self._answered = answered
         self._opened: _Opened = answered.result
-        self._text = self._opened.first
+        self._parts = [self._opened.first]  # the text sent so far
         self._closed = False
         self.task = run.task
         self.usage = answered.usage
@@ -549,7 +549,7 @@ class ProxyStream:
             yield self._opened.first
         try:
             for piece in self._opened.rest:
-                self._text += piece
+                self._parts.append(piece)
                 yield piece
         except ProviderError as exc:
             message = self._fail(exc)
@@ -575,7 +575,7 @@ class ProxyStream:
                 usage=self.usage,
                 token_usage=None,  # estimated from the prompt and the text so far
                 prompt_texts=prompt_texts(self._answered.plan.request),
-                output_text=self._text,
+                output_text=self._sent(),
                 latency_ms=self._elapsed_ms(),
             )
         except LedgerError as exc:
@@ -583,7 +583,7 @@ class ProxyStream:
         rate_tokens_settle(self._answered.grant, used=None)
         self._run.finish(
             status=TaskStatus.CANCELLED,
-            result=self._text,
+            result=self._sent(),
             error=(
                 "The client disconnected during the stream; the call is billed as an "
                 "estimate of the text generated until then."
@@ -615,8 +615,11 @@ class ProxyStream:
             logger.warning("proxy call %s already closed: %s", self.call_id, closed)
             message = redact(exc.message, plan.endpoint.api_key)
         rate_tokens_settle(self._answered.grant, used=None)
-        self._run.finish(status=TaskStatus.FAILED, result=self._text, error=message)
+        self._run.finish(status=TaskStatus.FAILED, result=self._sent(), error=message)
         return message
+
+    def _sent(self) -> str:
+        return "".join(self._parts)
 
     def _elapsed_ms(self) -> int:
         return int((time.monotonic() - self._opened.started) * 1000)

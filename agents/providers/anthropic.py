@@ -142,7 +142,7 @@ class MessageStreamReader(StreamReaderBase):
             delta = json_object(data.get("delta"))
             if delta.get("type") == "text_delta":  # thinking and tool input are not text
                 text = str(delta.get("text") or "")
-                self.text += text
+                self.add_text(text)
                 return text
         elif kind == "message_delta":
             stop = json_object(data.get("delta")).get("stop_reason")

@@ -138,8 +138,13 @@ class ChatStream:
         self._events = events
         self._reader = reader
         self._close = close
-        self.text = ""  # the answer so far
+        self._parts: list[str] = []  # the answer so far, joined when asked for
         self.result: ChatResult | None = None
+
+    @property
+    def text(self) -> str:
+        """The answer text received so far."""
+        return "".join(self._parts)
 
     def __iter__(self) -> Iterator[str]:
         ended = True
@@ -147,7 +152,7 @@ class ChatStream:
             for event in self._events:
                 delta = self._reader.feed(event)
                 if delta:
-                    self.text += delta
+                    self._parts.append(delta)
                     yield delta
                 if self._reader.done:
                     ended = False

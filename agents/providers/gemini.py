@@ -155,7 +155,7 @@ class GenerateStreamReader(StreamReaderBase):
         if candidate.get("finishReason"):
             self.finish_reason = str(candidate["finishReason"])
         text = _candidate_text(candidate)
-        self.text += text
+        self.add_text(text)
         return text
 
     def result(self, *, ended: bool) -> ChatResult:

@@ -446,12 +446,21 @@ class StreamReaderBase:
         self.model = ""
         self.response_id = ""
         self.raw_usage: dict[str, Any] = {}
-        self.text = ""
+        self._parts: list[str] = []  # joined once: a long answer is thousands of deltas
         self._done = False
 
     @property
     def done(self) -> bool:
         return self._done
+
+    @property
+    def text(self) -> str:
+        """The answer text so far."""
+        return "".join(self._parts)
+
+    def add_text(self, text: str) -> None:
+        if text:
+            self._parts.append(text)
 
     def failed(self, body: Any, *, what: str) -> ProviderError:
         """The retryable error for an error event or chunk (`what`) in the stream, with

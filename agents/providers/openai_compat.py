@@ -187,7 +187,7 @@ class ChatCompletionStreamReader(StreamReaderBase):
         if choice.get("finish_reason"):
             self.finish_reason = str(choice["finish_reason"])
         delta = _message_text(json_object(choice.get("delta")))
-        self.text += delta
+        self.add_text(delta)
         return delta
 
     def result(self, *, ended: bool) -> ChatResult:
