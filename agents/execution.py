@@ -300,7 +300,13 @@ def _walk(run: _Run, route: Route) -> str:
             run,
             status=TaskStatus.DONE,
             result=text,
-            model_label=_model_label(run, candidate, index, route),
+            model_label=model_label(
+                candidate=candidate,
+                index=index,
+                route=route,
+                downgraded=run.downgraded,
+                rejected=bool(run.held_reasons),
+            ),
         )
         rate_tokens_settle(outcome.grant, used=tokens_used(outcome.result.usage))
         return status
@@ -664,15 +670,20 @@ def _answered_why(candidate: Candidate, index: int, route: Route) -> str:
     return f"Answered ({candidate.reason}) after {index} earlier candidate(s) did not."
 
 
-def _model_label(run: _Run, candidate: Candidate, index: int, route: Route) -> str:
+def model_label(
+    *, candidate: Candidate, index: int, route: Route, downgraded: bool, rejected: bool
+) -> str:
+    """The label a task shows for the candidate (number `index` of `route`) that answered:
+    `downgraded` to the over-budget model, or escalated after the cheap answer was
+    `rejected` by its check (else the cheap model failed). For the worker and /v1."""
     label = candidate.label
-    if run.downgraded:
+    if downgraded:
         return label + " (downgraded: over budget)"
     if route.policy == RoutingPolicy.TIERED:
         return f"{label} (tier {candidate.slot})"
     if route.policy == RoutingPolicy.ESCALATE and index > 0:
         cheap = route.candidates[0].model.slug
-        why = "its answer failed the check" if run.held_reasons else "it failed"
+        why = "its answer failed the check" if rejected else "it failed"
         return f"{label} (escalated from {cheap}: {why})"
     if route.policy == RoutingPolicy.FALLBACK:
         return f"{label} (fallback {index + 1} of {len(route.candidates)})"

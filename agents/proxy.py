@@ -52,6 +52,7 @@ from agents.execution import (
     candidate_call,
     candidate_decision,
     downgrade_target,
+    model_label,
     prompt_texts,
     task_finish,
 )
@@ -128,6 +129,7 @@ class _ProxyRun:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     attempts_made: int = 0
     downgraded: bool = False
+    rejected: bool = False  # an escalation's cheap answer failed its check
     failures: list[str] = field(default_factory=list)
 
     def decide(self, decision: Decision) -> None:
@@ -344,7 +346,7 @@ def _walk(run: _ProxyRun, route: Route, call: ChatCall, *, stream: bool) -> _Ans
         answer: CallAnswer[Any] = outcome
         if not checked:
             run.decide(candidate_decision(candidate, "answered", f"Answered ({candidate.reason})."))
-            return _answered(answer, label=_label(run, candidate, index))
+            return _answered(answer, label=_label(run, candidate, index, route))
         result: ChatResult = answer.result
         reading = (
             answer_read(text=result.text)
@@ -362,7 +364,7 @@ def _walk(run: _ProxyRun, route: Route, call: ChatCall, *, stream: bool) -> _Ans
             run.decide(candidate_decision(candidate, "answered", "Its answer passed the check."))
             return _answered(
                 answer,
-                label=_label(run, candidate, index),
+                label=_label(run, candidate, index, route),
                 stream=stream,
                 complete=replace(result, text=reading.text),
             )
@@ -374,6 +376,7 @@ def _walk(run: _ProxyRun, route: Route, call: ChatCall, *, stream: bool) -> _Ans
             result=result,
             latency_ms=answer.latency_ms,
         )
+        run.rejected = True
         run.decide(
             candidate_decision(
                 candidate,
@@ -506,18 +509,19 @@ def _stream_opener(plan: CallPlan) -> Any:
     return open_stream
 
 
+def _label(run: _ProxyRun, candidate: Candidate, index: int, route: Route) -> str:
+    return model_label(
+        candidate=candidate,
+        index=index,
+        route=route,
+        downgraded=run.downgraded,
+        rejected=run.rejected,
+    )
+
+
 def _gave_up(run: _ProxyRun, candidate: Candidate, message: str, *, outcome: str) -> None:
     run.failures.append(f"{candidate.label}: {message}")
     run.decide(candidate_decision(candidate, outcome, message))
-
-
-def _label(run: _ProxyRun, candidate: Candidate, index: int) -> str:
-    label = candidate.label
-    if run.downgraded:
-        return label + " (downgraded: over budget)"
-    if index > 0:
-        return f"{label} (after {index} earlier candidate(s) did not answer)"
-    return label
 
 
 # --- Streaming ------------------------------------------------------------------------------

@@ -341,6 +341,9 @@ def test_an_escalating_role_answers_with_the_strong_model_when_the_cheap_answer_
     assert cheap.status == strong.status == UsageStatus.SETTLED
     assert task.cost == cheap.cost + strong.cost
     assert raw.headers["x-roster-model"] == "anthropic/claude-haiku-4.5"
+    assert task.model_label.endswith(
+        "(escalated from openai/gpt-4.1-mini: its answer failed the check)"
+    )
 
 
 def test_an_escalating_roles_good_cheap_answer_streams_as_one_checked_piece(
