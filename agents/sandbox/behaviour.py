@@ -75,6 +75,8 @@ class Fault(StrEnum):
     HANG = "hang"
     MALFORMED = "malformed"
     NO_USAGE = "no_usage"
+    # The answer is produced and billed, but the connection drops halfway through it.
+    TRUNCATED = "truncated"
 
 
 class Quality(StrEnum):

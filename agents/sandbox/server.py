@@ -230,6 +230,8 @@ class ProviderEndpoint:
             report_usage=fault is not Fault.NO_USAGE,
         )
         exchange.log(200, completion=completion, cost=reply.cost)
+        if fault is Fault.TRUNCATED:
+            return await _send_truncated(request, wire, reply, stream=prompt.stream)
         if prompt.stream:
             streamed = wire.stream(reply, request.query)
             return await _send_stream(request, streamed.content_type, streamed.chunks)
@@ -314,6 +316,35 @@ async def _send_stream(
         await response.write_eof()
     except ConnectionError:
         pass  # the client left mid-stream; the request is already logged
+    return response
+
+
+async def _send_truncated(
+    request: web.Request, wire: WireFormat, reply: Reply, *, stream: bool
+) -> web.StreamResponse:
+    """Send the first half of the answer, then drop the connection: a stream without its
+    end (no usage chunk, no terminator) or a body shorter than its Content-Length. The
+    answer was produced, so the request is logged (and billed) as a real provider does."""
+    if stream:
+        streamed = wire.stream(reply, request.query)
+        chunks = list(streamed.chunks)
+        sent = chunks[: max(1, len(chunks) // 2)]
+        response = web.StreamResponse(
+            headers={"Content-Type": streamed.content_type, "Cache-Control": "no-cache"}
+        )
+    else:
+        body = wire.body(reply)
+        sent = [body[: len(body) // 2]]
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = len(body)
+    try:
+        await response.prepare(request)
+        for chunk in sent:
+            await response.write(chunk)
+    except ConnectionError:
+        return response
+    if request.transport is not None:
+        request.transport.close()  # no chunked terminator: the client sees a cut body
     return response
 
 

@@ -643,6 +643,46 @@ def test_malformed_fault_returns_200_with_a_body_that_is_not_json(client: httpx.
     ]
 
 
+def test_truncated_fault_drops_the_connection_halfway_and_logs_the_billed_answer(
+    client: httpx.Client,
+) -> None:
+    directive = {"X-Sandbox-Directives": "fault=truncated", "X-Roster-Call-Id": "cut-body"}
+    with pytest.raises(httpx.RemoteProtocolError):
+        chat(client, headers=directive)
+
+    streamed_directive = {**directive, "X-Roster-Call-Id": "cut-stream"}
+    received: list[str] = []
+
+    def read_stream() -> None:
+        with client.stream(
+            "POST",
+            OPENAI,
+            headers={"Authorization": f"Bearer {KEY}", **streamed_directive},
+            json={
+                "model": MODEL,
+                "stream": True,
+                "messages": [
+                    {"role": "user", "content": "Tell me a long story. [[sandbox words=60]]"}
+                ],
+            },
+        ) as response:
+            assert response.status_code == 200
+            received.extend(response.iter_lines())
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        read_stream()
+    events = [line for line in received if line.startswith("data: ")]
+    assert events, "the first half of the stream arrives"
+    assert "data: [DONE]" not in received
+    assert not any('"usage"' in line for line in events)
+
+    for call_id in ("cut-body", "cut-stream"):
+        [entry] = logged(client, call_id=call_id)
+        assert (entry["status"], entry["fault"]) == (200, "truncated")
+        assert entry["output_tokens"] > 0
+        assert entry["cost"] is not None
+
+
 def test_no_usage_fault_answers_without_usage_but_logs_what_was_used(
     client: httpx.Client,
 ) -> None:
