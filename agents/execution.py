@@ -41,6 +41,7 @@ from agents.escalation import (
     answer_read,
     rules_ask_self_assessment,
 )
+from agents.failpoints import failpoint
 from agents.models import Credential, RoleBinding, RoutingPolicy
 from agents.preparation import prepared_classifier, prompt_messages
 from agents.providers.base import (
@@ -80,6 +81,7 @@ from billing.ledger import (
     CallTarget,
     LedgerError,
     usage_close_abandoned,
+    usage_estimate,
     usage_fail,
     usage_open,
     usage_settle,
@@ -207,6 +209,7 @@ def task_execute(*, task_id: int, worker_id: str) -> str:
         logger.info("task %s not claimed (status %s): nothing to do", task_id, status)
         return status
 
+    failpoint("task_claimed")
     task = Task.objects.select_related("role").get(pk=task_id)
     # Calls a dead worker left pending stay in the ledger, priced as estimates.
     usage_close_abandoned(task_id=task.pk)
@@ -530,6 +533,7 @@ def candidate_call(
             rate_tokens_settle(gate, used=0)
             return CallFailure(str(exc), outcome="skipped")
         request = replace(plan.request, call_id=usage.call_id)
+        failpoint("call_opened")
         started = time.monotonic()
         try:
             result = send(request)
@@ -551,14 +555,25 @@ def candidate_call(
             time.sleep(wait)
             continue
         latency_ms = int((time.monotonic() - started) * 1000)
+        failpoint("call_answered")
         return CallAnswer(plan=plan, usage=usage, result=result, latency_ms=latency_ms, grant=gate)
 
 
 def call_fail(*, usage: Usage, plan: CallPlan, exc: ProviderError, latency_ms: int) -> str:
-    """Close a call's pending ledger row as failed (cost 0) with the provider's error.
+    """Close a failed call's pending ledger row with the provider's error: failed (cost 0)
+    when the provider refused it or never got it, estimated at its worst case when the
+    answer was lost after the request reached the provider (it may have billed it).
     Returns the error message with the credential's key masked out."""
     message = redact(exc.message, plan.endpoint.api_key)
-    usage_fail(usage=usage, error=message, http_status=exc.status_code, latency_ms=latency_ms)
+    if exc.may_be_billed:
+        usage_estimate(
+            usage=usage,
+            error=f"{message} (the provider may have billed it: estimated at its worst case)",
+            http_status=exc.status_code,
+            latency_ms=latency_ms,
+        )
+    else:
+        usage_fail(usage=usage, error=message, http_status=exc.status_code, latency_ms=latency_ms)
     return message
 
 
@@ -600,6 +615,7 @@ def _settle(answer: CallAnswer[ChatResult]) -> None:
         result=answer.result,
         latency_ms=answer.latency_ms,
     )
+    failpoint("call_settled")
 
 
 def call_settle(*, usage: Usage, request: ChatRequest, result: ChatResult, latency_ms: int) -> None:

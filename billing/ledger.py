@@ -184,19 +184,35 @@ def usage_close_abandoned(*, task_id: int) -> int:
     for usage in Usage.objects.filter(task_id=task_id, status=UsageStatus.PENDING).select_related(
         "price"
     ):
-        _close(
+        usage_estimate(
             usage=usage,
-            status=UsageStatus.ESTIMATED,
-            token_usage=TokenUsage(
-                input_tokens=usage.estimated_input_tokens,
-                output_tokens=usage.max_output_tokens,
-            ),
-            basis=PricingBasis.ESTIMATED,
             error="The worker stopped during this call; usage estimated at its worst case.",
             http_status=None,
         )
         closed += 1
     return closed
+
+
+def usage_estimate(
+    *, usage: Usage, error: str, http_status: int | None, latency_ms: int | None = None
+) -> Usage:
+    """Close a pending row whose answer was lost after the request reached the provider
+    (its worker died, the connection dropped mid-answer, the answer could not be read):
+    the provider may have billed it, so it is spend at its worst case (the input estimate
+    and the output bound), `estimated`, never a silent $0. Raises LedgerError if the row
+    was not pending."""
+    return _close(
+        usage=usage,
+        status=UsageStatus.ESTIMATED,
+        token_usage=TokenUsage(
+            input_tokens=usage.estimated_input_tokens,
+            output_tokens=usage.max_output_tokens,
+        ),
+        basis=PricingBasis.ESTIMATED,
+        error=error,
+        http_status=http_status,
+        latency_ms=latency_ms,
+    )
 
 
 def _close(

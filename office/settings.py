@@ -19,6 +19,8 @@ from celery.schedules import schedule
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from agents.failpoints import failpoints_parse
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -256,6 +258,13 @@ if ROSTER_PROXY_STALE_AFTER <= ROSTER_WORKER_STALE_AFTER:
         "ROSTER_PROXY_STALE_AFTER must be above ROSTER_WORKER_STALE_AFTER "
         f"({ROSTER_PROXY_STALE_AFTER} <= {ROSTER_WORKER_STALE_AFTER})."
     )
+
+# Fault injection (tests/faults only): "point=probability,..." makes a worker SIGKILL
+# itself at those points of a task (agents.failpoints). Never set in production.
+try:
+    ROSTER_FAILPOINTS = failpoints_parse(env.str("ROSTER_FAILPOINTS", default=""))
+except ValueError as exc:
+    raise ImproperlyConfigured(f"ROSTER_FAILPOINTS: {exc}") from None
 
 # Periodic schedules live here, in one place.
 CELERY_BEAT_SCHEDULE = {

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -42,6 +43,7 @@ class OfficeProcess:
         self.name = name
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self._log = self.log_path.open("wb")
+        self.ready_at: float | None = None  # when wait_for_output last found its line
         self.proc = subprocess.Popen(
             args,
             cwd=ROOT,
@@ -59,6 +61,7 @@ class OfficeProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if needle in self.output():
+                self.ready_at = time.monotonic()
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited early:\n{self.output()[-3000:]}")
@@ -122,7 +125,7 @@ def start_worker(
     return worker
 
 
-def start_beat(log_dir: Path) -> OfficeProcess:
+def start_beat(log_dir: Path, *, env: dict[str, str] | None = None) -> OfficeProcess:
     schedule = log_dir / f"beat-{uuid.uuid4().hex[:6]}"
     beat = OfficeProcess(
         "beat",
@@ -139,7 +142,7 @@ def start_beat(log_dir: Path) -> OfficeProcess:
             str(schedule),
         ],
         log_dir,
-        {"DATABASE_URL": test_database_url()},
+        {"DATABASE_URL": test_database_url(), **(env or {})},
     )
     beat.wait_for_output("beat: Starting", timeout=60)
     return beat
@@ -165,8 +168,12 @@ class Sandbox:
         except httpx.HTTPError:
             return False
 
-    def requests(self, *, call_id: str | None = None) -> list[dict]:
-        params = {"call_id": call_id} if call_id else {}
+    def requests(self, *, call_id: str | None = None, since: int = 0) -> list[dict]:
+        """The request log (newest 100,000), or one call's entries, or those after `since`
+        (a `seq`)."""
+        params: dict[str, str | int] = {"since": since}
+        if call_id:
+            params["call_id"] = call_id
         response = httpx.get(f"{self.url}/_sandbox/requests", params=params, timeout=5)
         response.raise_for_status()
         return response.json()["requests"]
@@ -183,3 +190,79 @@ def wait_until(predicate: Callable[[], object], *, timeout: float, what: str) ->
             return value
         time.sleep(0.1)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+class RedisServer:
+    """A private redis-server on a free port (no persistence, as the machine's), which a
+    test may stop and start again on the same port without touching anyone else's data."""
+
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._log_dir = log_dir
+        self.process: OfficeProcess | None = None
+        self.restarts = 0
+        self.start()
+
+    def start(self) -> None:
+        self.process = OfficeProcess(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            self._log_dir,
+            {},
+        )
+        wait_until(self._ping, timeout=15, what=f"redis-server on port {self.port}")
+
+    def _ping(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def restart(self, *, down_for: float = 1.0) -> None:
+        """SIGKILL the server (everything it held is lost) and start it again."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.stop()
+        time.sleep(down_for)
+        self.start()
+        self.restarts += 1
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+@contextmanager
+def broker_of_this_process(url: str) -> Iterator[None]:
+    """Point this (test) process's Celery app at another broker for the block: the tasks
+    it submits are then dispatched there. Celery keeps its connection pools per app, so
+    they are dropped on the way in and out (as Celery itself does after a fork)."""
+    from office.celery import app
+
+    def reset_pools() -> None:
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app._pool = None
+        app.__dict__.get("amqp") and setattr(app.amqp, "_producer_pool", None)
+
+    previous = app.conf.broker_url
+    reset_pools()
+    app.conf.broker_url = url
+    try:
+        yield
+    finally:
+        reset_pools()
+        app.conf.broker_url = previous

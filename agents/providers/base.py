@@ -96,6 +96,13 @@ class ProviderError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def may_be_billed(self) -> bool:
+        """Whether the provider may have done (and billed) the work: the request reached
+        it and no error status came back (a timeout, a connection lost mid-answer, a 2xx
+        answer that could not be read)."""
+        return self.reached_provider and (self.status_code is None or 200 <= self.status_code < 300)
+
 
 @dataclass(frozen=True)
 class ServerSentEvent:
