@@ -24,6 +24,7 @@ from agents.runtime import config_pinned
 from office.api.authentication import ApiTokenAuthentication
 from office.api.throttling import token_throttle_wait
 from office.models import ApiToken
+from office.selectors import PERM_ADD_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,15 @@ def _authenticate(request: HttpRequest) -> tuple[object, ApiToken]:
             "No API key: send a Roster API token as 'Authorization: Bearer rst_...'."
         )
     user, token = found
+    if not user.has_perm(PERM_ADD_TASK):  # a call is a task: the token acts as its person
+        raise ProxyError(
+            "This API key's user may not submit tasks (it lacks the office.add_task "
+            "permission: the staff or admin group).",
+            status_code=403,
+            code="permission_denied",
+            error_type="permission_error",
+            should_retry=False,
+        )
     # One request rate per token, shared with the agent API (office.api.throttling).
     wait = token_throttle_wait(token=token)
     if wait is not None:

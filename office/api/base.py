@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -14,6 +14,7 @@ from office.api.authentication import ApiTokenAuthentication
 from office.api.parsers import StrictJSONParser
 from office.api.throttling import ApiTokenRateThrottle
 from office.models import ApiToken
+from office.selectors import PERM_ADD_TASK
 
 # The largest id a bigint column holds: a larger one in a URL is a missing task, not a
 # database error.
@@ -28,6 +29,19 @@ class AgentApiView(APIView):
     throttle_classes = [ApiTokenRateThrottle]
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
+
+
+class CanSubmitTasks(BasePermission):
+    """The token's person may submit tasks (office.add_task): a token acts with its
+    person's rights, never more, so a manager's token reads but does not act."""
+
+    message = (
+        "This API token's user may not submit, cancel or retry tasks "
+        "(it lacks the office.add_task permission: the staff or admin group)."
+    )
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return bool(request.user and request.user.has_perm(PERM_ADD_TASK))
 
 
 def token_of(request: Request) -> ApiToken:

@@ -11,10 +11,11 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from office.api.base import MAX_ID, AgentApiView, Pagination, token_of
+from office.api.base import MAX_ID, AgentApiView, CanSubmitTasks, Pagination, token_of
 from office.api.schema import error_responses
 from office.api.serializers import (
     EmptyInputSerializer,
@@ -103,6 +104,8 @@ def _submit(request: Request, **inputs: Any) -> Response:
 class TaskCreateApi(AgentApiView):
     """POST /api/tasks/: queue a task for a role. 201 with the task."""
 
+    permission_classes = [IsAuthenticated, CanSubmitTasks]
+
     InputSerializer = TaskCreateInputSerializer
 
     @extend_schema(
@@ -184,6 +187,8 @@ class TaskDetailApi(AgentApiView):
 class TaskFollowUpApi(AgentApiView):
     """POST /api/tasks/<id>/follow-up/: continue a finished task's thread. 201."""
 
+    permission_classes = [IsAuthenticated, CanSubmitTasks]
+
     InputSerializer = TaskFollowUpInputSerializer
 
     @extend_schema(
@@ -221,12 +226,14 @@ class TaskFollowUpApi(AgentApiView):
 class TaskCancelApi(AgentApiView):
     """POST /api/tasks/<id>/cancel/: stop a task that has not ended. 200 with it."""
 
+    permission_classes = [IsAuthenticated, CanSubmitTasks]
+
     @extend_schema(
         operation_id="task_cancel",
         summary="Cancel one of your tasks",
         parameters=[TASK_ID_PARAMETER],
         request=None,
-        responses={200: TaskOutputSerializer, **error_responses(400, 401, 404, 409, 415, 429)},
+        responses={200: TaskOutputSerializer, **error_responses(400, 401, 403, 404, 409, 415, 429)},
     )
     def post(self, request: Request, task_id: int) -> Response:
         task = _own_task(request, task_id)
@@ -237,6 +244,8 @@ class TaskCancelApi(AgentApiView):
 class TaskRetryApi(AgentApiView):
     """POST /api/tasks/<id>/retry/: try a failed, over-budget or cancelled task again, as
     a new task. 201 with the new task."""
+
+    permission_classes = [IsAuthenticated, CanSubmitTasks]
 
     @extend_schema(
         operation_id="task_retry",

@@ -88,7 +88,7 @@ def token_for(user, *, roles: tuple[Role, ...] = (), revoked_at=None, expires_at
 
 @pytest.fixture
 def agent():
-    return UserFactory(username=f"agent-{uuid.uuid4().hex[:6]}")
+    return UserFactory(username=f"agent-{uuid.uuid4().hex[:6]}", groups=["staff"])
 
 
 def sdk(live_server, raw_token: str) -> openai.OpenAI:
@@ -638,3 +638,19 @@ def test_a_role_outside_the_tokens_scope_gets_403(live_server, sandbox, catalog,
     assert refused.value.code == "model_not_allowed"
     assert refused.value.param == "model"
     assert Task.objects.count() == 0
+
+
+def test_a_token_whose_person_may_not_submit_tasks_is_refused(live_server, sandbox, catalog):
+    """A call is a task: a manager (who reads reports, submits nothing) gets a 403."""
+    bind("coder", catalog["openai/gpt-4.1-mini"], provider="openai", base_url=sandbox.url + "/v1")
+    client = sdk(live_server, token_for(UserFactory(groups=["manager"])))
+
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.chat.completions.create(
+            model="coder", messages=[{"role": "user", "content": "Hello"}]
+        )
+
+    assert refused.value.code == "permission_denied"
+    assert "office.add_task" in refused.value.message
+    assert Task.objects.count() == 0
+    assert Usage.objects.count() == 0

@@ -22,7 +22,7 @@ HELLO = [{"role": "user", "content": "Hello."}]
 
 @pytest.fixture
 def token() -> str:
-    return api_token_create(user=UserFactory(), name="agent")[1]
+    return api_token_create(user=UserFactory(groups=["staff"]), name="agent")[1]
 
 
 @pytest.fixture

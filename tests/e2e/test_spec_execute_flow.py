@@ -54,7 +54,7 @@ def test_spec_then_execute_produces_two_linked_billed_steps(office_processes, sa
         base_url=sandbox.url,
         system_prompt="You are the implementer.",
     )
-    user = UserFactory()
+    user = UserFactory(groups=["staff"])
     _, token = api_token_create(user=user, name="agent")
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")

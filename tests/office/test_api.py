@@ -32,7 +32,7 @@ def make_token(user=None, **fields) -> tuple[ApiToken, str]:
 
 @pytest.fixture
 def agent():
-    return UserFactory(username="agent")
+    return UserFactory(username="agent", groups=["staff"])
 
 
 @pytest.fixture
@@ -288,3 +288,28 @@ def test_throttled_is_429_with_retry_after() -> None:
 
 def test_unexpected_errors_are_left_to_django() -> None:
     assert exception_handler(RuntimeError("bug"), {}) is None
+
+
+def test_a_token_acts_with_its_persons_rights_never_more() -> None:
+    """A manager reads everyone's tasks but submits none: neither may their token."""
+    RoleFactory(slug="coder", runnable=True)
+    manager = UserFactory(groups=["manager"])
+    _, raw = make_token(manager)
+    own = TaskFactory(created_by=manager, status=TaskStatus.FAILED)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+    refused = [
+        client.post(TASKS_URL, {"role": "coder", "prompt": "Hello"}, format="json"),
+        client.post(f"{TASKS_URL}{own.pk}/cancel/", format="json"),
+        client.post(f"{TASKS_URL}{own.pk}/retry/", format="json"),
+        client.post(f"{TASKS_URL}{own.pk}/follow-up/", {"prompt": "More"}, format="json"),
+    ]
+
+    for response in refused:
+        assert response.status_code == 403, response.content
+        assert "office.add_task" in error_of(response)["message"]
+    assert Task.objects.count() == 1  # nothing created
+    own.refresh_from_db()
+    assert own.status == TaskStatus.FAILED  # nothing retried
+    assert client.get(f"{TASKS_URL}{own.pk}/").status_code == 200  # reading is allowed

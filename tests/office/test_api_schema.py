@@ -72,7 +72,7 @@ def office(settings) -> tuple[str, list[int]]:
     """Roles, an agent with a token and a task in every state; returns the token and the
     ids of the agent's tasks."""
     settings.ROSTER_API_THROTTLE_RATE = "1000000/min"  # this test is not about throttling
-    agent = UserFactory(username="fuzzer")
+    agent = UserFactory(username="fuzzer", groups=["staff"])
     coder = RoleFactory(slug="coder", runnable=True)
     RoleFactory(slug="writer", runnable=True)
     RoleFactory(slug="unbound")

@@ -64,12 +64,12 @@ def writer():
 
 @pytest.fixture
 def agent_a():
-    return UserFactory(username="agent-a")
+    return UserFactory(username="agent-a", groups=["staff"])
 
 
 @pytest.fixture
 def agent_b():
-    return UserFactory(username="agent-b")
+    return UserFactory(username="agent-b", groups=["staff"])
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ ARTICLE = "https://example.com/articles/tide-pools"
 
 @pytest.fixture
 def agent():
-    return UserFactory(username="agent")
+    return UserFactory(username="agent", groups=["staff"])
 
 
 @pytest.fixture
