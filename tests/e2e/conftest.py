@@ -16,6 +16,7 @@ from agents.services import credential_create
 from billing.catalog import catalog_parse, catalog_sync
 from billing.models import CatalogModel
 from office.models import Role
+from tests.canary import SANDBOX_KEY
 from tests.processes import OfficeProcess, start_beat, start_worker
 
 pytestmark = pytest.mark.e2e
@@ -72,7 +73,7 @@ def bind_role(
     model: CatalogModel,
     provider: str,
     base_url: str,
-    secret: str = "sandbox-test-key",
+    secret: str = SANDBOX_KEY,
     system_prompt: str = "You are a test role.",
 ) -> Role:
     role = Role.objects.create(slug=slug, name=slug.title(), system_prompt=system_prompt)
