@@ -403,5 +403,5 @@ class RunScan:
             + f", {len(self.hits)} hits"
             + f" ({self.log_handler.seconds + self.database_seconds + self.end_seconds:.1f} s:"
             f" logging {self.log_handler.seconds:.1f}, databases {self.database_seconds:.1f},"
-            f" after the run {self.end_seconds:.1f})"
+            f" end {self.end_seconds:.1f})"
         )

@@ -78,6 +78,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             root.addHandler(scan.log_handler)
 
 
+@pytest.fixture(scope="session")
+def canary_scan(request: pytest.FixtureRequest) -> RunScan:
+    """The run's canary scan, for fixtures that are about to drop data (clean_broker)."""
+    return request.config.stash[_RUN_SCAN]
+
+
 def _uses_database(request: pytest.FixtureRequest) -> bool:
     return request.node.get_closest_marker("django_db") is not None or any(
         name in request.fixturenames for name in ("_django_db_helper", "live_server")
