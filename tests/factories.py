@@ -19,6 +19,7 @@ from agents.providers.registry import ProviderKind
 from agents.services import credential_set_secret
 from billing.models import CatalogModel, ModelPrice, PriceSource, Usage, UsageStatus
 from office.models import Role, Task, TaskStatus
+from tests.canary import OPENROUTER_KEY
 
 PASSWORD = "correct-horse-battery"
 
@@ -68,14 +69,15 @@ class ModelPriceFactory(DjangoModelFactory):
 
 
 class CredentialFactory(DjangoModelFactory):
-    """A credential with its secret encrypted through agents.services, as in the app."""
+    """A credential with its secret encrypted through agents.services, as in the app. The
+    secret is a canary (tests/canary.py), so the run's scans would see it leak."""
 
     class Meta:
         model = Credential
 
     label = factory.Sequence(lambda n: f"key-{n}")
     provider = ProviderKind.OPENROUTER
-    raw_secret = factory.Sequence(lambda n: f"sk-test-{n:012d}")
+    raw_secret = OPENROUTER_KEY
 
     @classmethod
     def _build(cls, model_class: type[Credential], *args: Any, **kwargs: Any) -> Credential:

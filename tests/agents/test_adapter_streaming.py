@@ -16,6 +16,7 @@ from agents.providers.base import ChatMessage, ChatRequest, ChatStream, Endpoint
 from agents.providers.http import reset_client, sse_events
 from agents.providers.registry import adapter_for
 from billing.pricing import TokenUsage
+from tests.canary import SANDBOX_KEY
 
 # (provider kind, model name on the wire, base-URL suffix on the sandbox)
 WIRES = [
@@ -63,7 +64,7 @@ def logged_usage(sandbox, call_id: str) -> tuple[TokenUsage, Decimal | None]:
 @pytest.mark.parametrize(("provider", "model", "suffix"), WIRES, ids=IDS)
 def test_streamed_answer_and_usage_match_what_the_provider_billed(sandbox, provider, model, suffix):
     adapter = adapter_for(provider)
-    endpoint = Endpoint(base_url=sandbox.url + suffix, api_key="sandbox-stream-key")
+    endpoint = Endpoint(base_url=sandbox.url + suffix, api_key=SANDBOX_KEY)
     question = "List three prime numbers [[sandbox reasoning=7]]"
     request = request_for(model, question)
 
@@ -94,7 +95,7 @@ def test_streamed_usage_counts_a_cached_prefix_as_the_plain_call_does(
     sandbox, provider, model, suffix
 ):
     adapter = adapter_for(provider)
-    endpoint = Endpoint(base_url=sandbox.url + suffix, api_key="sandbox-stream-key")
+    endpoint = Endpoint(base_url=sandbox.url + suffix, api_key=SANDBOX_KEY)
     system = f"You are the cached streamer ({uuid.uuid4().hex}). " + "Be terse. " * 40
 
     drain(adapter.stream(endpoint=endpoint, request=request_for(model, "first", system=system)))
@@ -112,7 +113,7 @@ def test_streamed_usage_counts_a_cached_prefix_as_the_plain_call_does(
 @pytest.mark.parametrize(("provider", "model", "suffix"), WIRES, ids=IDS)
 def test_a_malformed_stream_chunk_fails_the_stream(sandbox, provider, model, suffix):
     adapter = adapter_for(provider)
-    endpoint = Endpoint(base_url=sandbox.url + suffix, api_key="sandbox-stream-key")
+    endpoint = Endpoint(base_url=sandbox.url + suffix, api_key=SANDBOX_KEY)
     stream = adapter.stream(
         endpoint=endpoint, request=request_for(model, "Break it [[sandbox fault=malformed]]")
     )
@@ -128,7 +129,7 @@ def test_a_malformed_stream_chunk_fails_the_stream(sandbox, provider, model, suf
 @pytest.mark.parametrize(("provider", "model", "suffix"), WIRES, ids=IDS)
 def test_an_error_status_before_the_stream_is_a_provider_error(sandbox, provider, model, suffix):
     adapter = adapter_for(provider)
-    endpoint = Endpoint(base_url=sandbox.url + suffix, api_key="sandbox-stream-key")
+    endpoint = Endpoint(base_url=sandbox.url + suffix, api_key=SANDBOX_KEY)
     stream = adapter.stream(
         endpoint=endpoint,
         request=request_for(model, "Slow down [[sandbox fault=429 retry_after=7]]"),

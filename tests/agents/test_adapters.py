@@ -27,6 +27,7 @@ from agents.providers.base import (
 from agents.providers.http import request_timeout, reset_client
 from agents.providers.registry import adapter_for
 from billing.pricing import TokenUsage
+from tests import canary
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "providers"
 
@@ -35,9 +36,9 @@ OPENROUTER_URL = "https://openrouter.ai/api/v1"
 ANTHROPIC_URL = "https://api.anthropic.com"
 GEMINI_URL = "https://generativelanguage.googleapis.com"
 
-KEY = "sk-proj-Abc123Def456Ghi789Jkl"
+KEY = canary.OPENAI_KEY
 # Not key-shaped: only the explicit secret argument of redact() can mask it.
-PLAIN_KEY = "office-key-7Hq2Zx9Lm4Pw8Rt3"
+PLAIN_KEY = canary.PLAIN_KEY
 
 REQUEST = ChatRequest(
     model="test-model",
@@ -809,7 +810,7 @@ def test_echoed_key_never_appears_in_the_error(
 def test_key_shaped_strings_are_masked_even_when_not_our_key(
     respx_mock: respx.MockRouter,
 ) -> None:
-    other = "sk-or-v1-0123456789abcdef0123456789abcdef"
+    other = canary.OPENROUTER_KEY
     body = json.dumps({"error": {"message": f"key {other} is disabled"}})
     error = openai_error(respx_mock, json_reply(403, body))
     assert other not in error.message
@@ -817,7 +818,7 @@ def test_key_shaped_strings_are_masked_even_when_not_our_key(
 
 
 def test_key_cut_by_truncation_leaves_no_prefix(respx_mock: respx.MockRouter) -> None:
-    # Unmasked, the key would straddle the 500-character limit and leave "office-key-"
+    # Unmasked, the key would straddle the 500-character limit and leave "office-canary-"
     # behind: masking must happen before cutting.
     body = json.dumps({"error": {"message": "x" * 460 + PLAIN_KEY + " " + "y" * 50}})
     error = openai_error(respx_mock, json_reply(401, body), key=PLAIN_KEY)

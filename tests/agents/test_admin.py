@@ -5,11 +5,12 @@ from django.urls import reverse
 
 from agents.models import Credential, RoleBinding
 from agents.secrets import secret_decrypt
+from tests import canary
 from tests.factories import CatalogModelFactory, CredentialFactory, RoleFactory
 
 pytestmark = pytest.mark.django_db
 
-CANARY = "sk-or-v1-admincanary0123456789"
+CANARY = canary.OPENROUTER_KEY
 
 
 def test_adding_a_credential_encrypts_the_key_and_shows_only_its_last_four(admin_client):
@@ -72,15 +73,17 @@ def test_saving_with_a_blank_key_keeps_the_stored_one(admin_client):
 
 def test_replacing_the_key(admin_client):
     credential = CredentialFactory(raw_secret=CANARY)
+    new = canary.PLAIN_KEY
+    assert new[-4:] != CANARY[-4:]
 
     admin_client.post(
         reverse("admin:agents_credential_change", args=[credential.pk]),
-        {"label": credential.label, "provider": "openrouter", "secret": "sk-or-v1-newkey99999"},
+        {"label": credential.label, "provider": "openrouter", "secret": new},
     )
 
     credential.refresh_from_db()
-    assert secret_decrypt(credential.secret_encrypted) == "sk-or-v1-newkey99999"
-    assert credential.secret_last4 == "9999"
+    assert secret_decrypt(credential.secret_encrypted) == new
+    assert credential.secret_last4 == "8Rt3"
 
 
 def test_binding_a_role_to_a_model_and_credential(admin_client):

@@ -29,6 +29,7 @@ from billing.catalog import catalog_parse, catalog_sync
 from billing.models import Budget, CatalogModel, PricingBasis, Usage, UsageStatus
 from office.models import ApiToken, Role, Task, TaskKind, TaskStatus
 from office.services import api_token_create
+from tests.canary import OPENAI_KEY, SANDBOX_KEY
 from tests.factories import UserFactory
 from tests.processes import wait_until
 
@@ -42,7 +43,6 @@ WIRES = [
     ("gemini", "google/gemini-2.5-flash-lite", "gemini-2.5-flash-lite", ""),
 ]
 IDS = [wire[0] for wire in WIRES]
-SANDBOX_KEY = "sandbox-proxy-key"
 
 
 def snapshot() -> dict[str, dict]:
@@ -467,7 +467,7 @@ def test_a_downgrade_whose_model_cannot_be_called_is_still_a_budget_refusal(
 ):
     role = bind("coder", catalog["openai/gpt-4.1-mini"], provider="openai",
                 base_url=sandbox.url + "/v1")  # fmt: skip
-    broken = credential_create(label="broken", provider="openai", raw_secret="sk-broken-key")
+    broken = credential_create(label="broken", provider="openai", raw_secret=OPENAI_KEY)
     broken.secret_encrypted = "not a Fernet token"
     broken.save(update_fields=["secret_encrypted"])
     free = CatalogModel.objects.create(slug="moonshotai/kimi-k2.6:free", name="Free")

@@ -23,10 +23,12 @@ from billing.catalog import catalog_parse, catalog_sync
 from billing.ledger import CallTarget, usage_open
 from billing.models import Budget, CatalogModel, Usage, UsageStatus
 from office.models import Role, Task, TaskStatus
+from tests.canary import OPENAI_KEY, SANDBOX_KEY
 
 pytestmark = pytest.mark.django_db
 
-CANARY = "sk-canary-0123456789abcdef"
+# Not a sandbox key: the sandbox refuses it with a 401 that echoes it.
+CANARY = OPENAI_KEY
 MODEL = "deepseek/deepseek-v4-pro"
 
 
@@ -53,7 +55,7 @@ def model() -> CatalogModel:
     return CatalogModel.objects.get(slug=MODEL)
 
 
-def make_role(sandbox, model: CatalogModel, *, secret: str = "sandbox-key", slug: str = "coder"):
+def make_role(sandbox, model: CatalogModel, *, secret: str = SANDBOX_KEY, slug: str = "coder"):
     role = Role.objects.create(slug=slug, name=slug, system_prompt="Be brief.")
     credential = credential_create(
         label=f"{slug}-cred",
@@ -416,7 +418,7 @@ def test_single_policy_records_its_route_and_answer(sandbox, model):
 
 def test_fallback_moves_on_after_a_server_error_and_bills_only_calls_that_happened(sandbox, models):
     role = routed_role(
-        sandbox, models, "fallback", [("chain", LOCAL, "sandbox-a"), ("chain", CHEAP, "sandbox-b")]
+        sandbox, models, "fallback", [("chain", LOCAL, SANDBOX_KEY), ("chain", CHEAP, SANDBOX_KEY)]
     )
 
     task = run(Task.objects.create(role=role, prompt=f"Sum it [[sandbox fault=500@{LOCAL}]]"))
@@ -445,7 +447,7 @@ def test_fallback_moves_on_after_a_server_error_and_bills_only_calls_that_happen
 
 def test_fallback_moves_on_after_a_permanent_error(sandbox, models):
     role = routed_role(
-        sandbox, models, "fallback", [("chain", LOCAL, CANARY), ("chain", CHEAP, "sandbox-b")]
+        sandbox, models, "fallback", [("chain", LOCAL, CANARY), ("chain", CHEAP, SANDBOX_KEY)]
     )
 
     task = run(Task.objects.create(role=role, prompt="Hi"))
@@ -461,7 +463,7 @@ def test_fallback_moves_on_after_a_permanent_error(sandbox, models):
 def test_fallback_with_every_candidate_failing_names_each_reason(sandbox, models, settings):
     settings.ROSTER_RETRY_MAX_WAIT = 0.01
     role = routed_role(
-        sandbox, models, "fallback", [("chain", LOCAL, "sandbox-a"), ("chain", CHEAP, "sandbox-b")]
+        sandbox, models, "fallback", [("chain", LOCAL, SANDBOX_KEY), ("chain", CHEAP, SANDBOX_KEY)]
     )
 
     task = run(Task.objects.create(role=role, prompt="x [[sandbox fault=503]]"))
@@ -479,8 +481,8 @@ def escalating_role(sandbox, models, rules: str = "", **keys: str):
         models,
         "escalate",
         [
-            ("cheap", CHEAP, keys.get("cheap", "sandbox-cheap")),
-            ("strong", STRONG, keys.get("strong", "sandbox-strong")),
+            ("cheap", CHEAP, keys.get("cheap", SANDBOX_KEY)),
+            ("strong", STRONG, keys.get("strong", SANDBOX_KEY)),
         ],
         rules=rules,
     )
@@ -598,9 +600,9 @@ def test_tiered_with_a_hint_calls_the_hinted_tier(sandbox, models):
         models,
         "tiered",
         [
-            ("low", LOCAL, "sandbox-l"),
-            ("medium", CHEAP, "sandbox-m"),
-            ("high", STRONG, "sandbox-h"),
+            ("low", LOCAL, SANDBOX_KEY),
+            ("medium", CHEAP, SANDBOX_KEY),
+            ("high", STRONG, SANDBOX_KEY),
         ],
     )
 
@@ -613,7 +615,7 @@ def test_tiered_with_a_hint_calls_the_hinted_tier(sandbox, models):
 
 
 def test_a_misconfigured_route_fails_the_task_with_the_reason(sandbox, models):
-    role = routed_role(sandbox, models, "fallback", [("chain", LOCAL, "sandbox-a")])
+    role = routed_role(sandbox, models, "fallback", [("chain", LOCAL, SANDBOX_KEY)])
 
     task = run(Task.objects.create(role=role, prompt="Hi"))
 
@@ -630,7 +632,7 @@ def budget_for(role: Role, limit: str, action: str) -> Budget:
 
 def test_a_downgrade_budget_switches_any_route_to_the_over_budget_model(sandbox, models):
     role = routed_role(
-        sandbox, models, "fallback", [("chain", STRONG, "sandbox-a"), ("chain", CHEAP, "sandbox-b")]
+        sandbox, models, "fallback", [("chain", STRONG, SANDBOX_KEY), ("chain", CHEAP, SANDBOX_KEY)]
     )
     RoleBinding.objects.filter(role=role).update(over_budget_model=models[FREE])
     budget_for(role, "0.00001", "downgrade")
@@ -657,7 +659,7 @@ def test_a_blocking_budget_stopping_the_escalation_keeps_the_cheap_answer(sandbo
         sandbox,
         models,
         "escalate",
-        [("cheap", FREE, "sandbox-cheap"), ("strong", STRONG, "sandbox-strong")],
+        [("cheap", FREE, SANDBOX_KEY), ("strong", STRONG, SANDBOX_KEY)],
     )
     budget_for(role, "0.00001", "block")
 
@@ -672,7 +674,7 @@ def test_a_blocking_budget_stopping_the_escalation_keeps_the_cheap_answer(sandbo
 
 def test_a_candidate_whose_model_has_no_price_is_skipped_without_a_call(sandbox, models):
     role = routed_role(
-        sandbox, models, "fallback", [("chain", LOCAL, "sandbox-a"), ("chain", CHEAP, "sandbox-b")]
+        sandbox, models, "fallback", [("chain", LOCAL, SANDBOX_KEY), ("chain", CHEAP, SANDBOX_KEY)]
     )
     models[LOCAL].prices.all().delete()
 
@@ -689,7 +691,7 @@ def test_cancelling_a_running_task_stops_its_next_call_and_bills_the_one_in_flig
     from office.services import task_cancel
 
     role = routed_role(
-        sandbox, models, "fallback", [("chain", LOCAL, "sandbox-a"), ("chain", CHEAP, "sandbox-b")]
+        sandbox, models, "fallback", [("chain", LOCAL, SANDBOX_KEY), ("chain", CHEAP, SANDBOX_KEY)]
     )
     task = Task.objects.create(role=role, prompt=f"Sum it [[sandbox latency=1 fault=500@{LOCAL}]]")
     staff = User.objects.create_user("canceller")

@@ -23,6 +23,7 @@ from billing.catalog import catalog_parse, catalog_sync
 from billing.models import CatalogModel, Usage
 from office.models import Role, Task, TaskStatus
 from office.services import celery_app
+from tests.canary import SANDBOX_KEY
 from tests.processes import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -72,7 +73,7 @@ def models() -> dict[str, CatalogModel]:
 
 def limited_credential(sandbox, label: str, **limits: int) -> Credential:
     credential = credential_create(
-        label=label, provider="openrouter", base_url=f"{sandbox.url}/api/v1", raw_secret="sandbox-k"
+        label=label, provider="openrouter", base_url=f"{sandbox.url}/api/v1", raw_secret=SANDBOX_KEY
     )
     Credential.objects.filter(pk=credential.pk).update(**limits)
     credential.refresh_from_db()

@@ -27,6 +27,7 @@ from agents.helper import (
 )
 from agents.helper.operations import COMPLEXITY_SYSTEM, TITLE_SYSTEM
 from billing.estimation import prompt_tokens_estimate, tokens_estimate
+from tests.canary import SANDBOX_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ROOT / "tests" / "data" / "pages"
@@ -295,7 +296,7 @@ def test_token_counts_are_what_a_paid_model_would_read_and_write() -> None:
 
 # --- openai_compatible, against the sandbox process ---------------------------------------
 
-KEY = "sandbox-helper-key-Zq81Lm"
+KEY = SANDBOX_KEY
 
 
 @pytest.fixture

@@ -23,9 +23,10 @@ from agents.providers import openai_compat
 from agents.providers.base import ChatMessage, ChatRequest, Endpoint, ProviderError
 from agents.providers.http import get_client, parse_retry_after, post_json, reset_client
 from billing.pricing import TokenUsage
+from tests import canary
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "providers"
-KEY = "office-key-7Hq2Zx9Lm4Pw8Rt3"
+KEY = canary.PLAIN_KEY
 SLOW_SECONDS = 2.0
 
 

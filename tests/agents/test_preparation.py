@@ -20,6 +20,7 @@ from agents.services import credential_create
 from billing.catalog import catalog_parse, catalog_sync
 from billing.models import CatalogModel, Usage
 from office.models import Role, Task, TaskStatus
+from tests.canary import SANDBOX_KEY
 from tests.factories import ModelPriceFactory
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +54,7 @@ def role(sandbox, model) -> Role:  # type: ignore[no-untyped-def]
         label="reader-cred",
         provider="openrouter",
         base_url=f"{sandbox.url}/api/v1",
-        raw_secret="sandbox-key",
+        raw_secret=SANDBOX_KEY,
     )
     RoleBinding.objects.create(role=role, model=model, credential=credential, max_tokens=100)
     return role

@@ -24,6 +24,7 @@ from billing.catalog import catalog_parse, catalog_sync
 from billing.models import CatalogModel, Usage, UsageStatus
 from billing.pricing import UnitPrices, cost_of
 from office.models import Role, Task, TaskStatus
+from tests.canary import SANDBOX_KEY
 
 # (provider kind, catalog model, model name on the wire, base-URL suffix on the sandbox)
 WIRES = [
@@ -55,7 +56,7 @@ def test_a_repeated_prefix_is_read_from_the_cache_and_priced_below_the_first_cal
 ):
     system, spec = stable_prefix()
     adapter = adapter_for(provider)
-    endpoint = Endpoint(base_url=sandbox.url + suffix, api_key="sandbox-cache-key")
+    endpoint = Endpoint(base_url=sandbox.url + suffix, api_key=SANDBOX_KEY)
     prices = UnitPrices.from_openrouter(snapshot()[slug]["pricing"])
 
     def call(question: str):
@@ -109,7 +110,7 @@ def test_billing_charges_the_cache_read_price_for_a_tasks_cached_prefix(
         label=f"cache {provider}",
         provider=provider,
         base_url=sandbox.url + suffix,
-        raw_secret="sandbox-cache-key",
+        raw_secret=SANDBOX_KEY,
     )
     RoleBinding.objects.create(role=role, model=catalog[slug], credential=credential, max_tokens=64)
     tasks = [

@@ -35,6 +35,7 @@ from agents.ratelimit import (
     redis_keys,
 )
 from tests.agents.rate_hammer import hammer
+from tests.canary import OPENROUTER_KEY
 from tests.factories import CredentialFactory
 from tests.processes import free_port
 from tests.processes import test_database_url as shared_database_url
@@ -530,7 +531,7 @@ def _post_credential(admin_client, **limits: str):
             "label": "Free tier",
             "provider": "openrouter",
             "base_url": "",
-            "secret": "sk-or-v1-ratelimit0123456789",
+            "secret": OPENROUTER_KEY,
             "requests_per_minute": "",
             "tokens_per_minute": "",
             **limits,

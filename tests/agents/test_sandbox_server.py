@@ -18,8 +18,9 @@ from django.conf import settings
 
 from agents.sandbox.embedded import RunningSandbox, sandbox_in_thread
 from agents.sandbox.server import SandboxConfig
+from tests.canary import GEMINI_KEY, OPENAI_KEY, SANDBOX_KEY
 
-KEY = "sandbox-test-key"
+KEY = SANDBOX_KEY
 OPENAI = "/v1/chat/completions"
 OPENROUTER = "/api/v1/chat/completions"
 ANTHROPIC = "/v1/messages"
@@ -511,7 +512,7 @@ def test_gemini_streams_server_sent_events(client: httpx.Client) -> None:
 # --- Keys and validation --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("secret", ["sk-live-not-a-sandbox-key-123", "AIzaSyWrongKey"])
+@pytest.mark.parametrize("secret", [OPENAI_KEY, GEMINI_KEY])
 def test_a_wrong_key_is_refused_with_the_key_echoed(client: httpx.Client, secret: str) -> None:
     openai = chat(client, headers={"Authorization": f"Bearer {secret}"})
     assert openai.status_code == 401

@@ -10,8 +10,9 @@ from agents.models import Credential
 from agents.redaction import RedactSecretsFilter, redact
 from agents.secrets import SecretError, keys_reload, secret_decrypt, secret_encrypt
 from agents.services import credential_create, credentials_rotate
+from tests import canary
 
-CANARY = "sk-or-v1-canary9f8e7d6c5b4a"
+CANARY = canary.OPENROUTER_KEY
 
 
 @pytest.fixture(autouse=True)
@@ -76,9 +77,11 @@ def test_missing_or_malformed_key_configuration_fails_loudly(settings):
 @pytest.mark.parametrize(
     "secret",
     [
-        CANARY,
-        "sk-ant-api03-abcdefghijkl",
-        "AIzaSyA1234567890abcdefghijk",
+        canary.OPENROUTER_KEY,
+        canary.OPENAI_KEY,
+        canary.ANTHROPIC_KEY,
+        canary.GEMINI_KEY,
+        canary.SANDBOX_KEY,
         "rst_abcdefghijklmnopqr",
         "gsk_abcdefghijklmnopqrstu",
         "xai-abcdefghijklmnopq",
@@ -89,7 +92,9 @@ def test_key_shaped_strings_are_redacted(secret):
 
 
 def test_explicit_secret_is_redacted_even_if_it_has_no_known_shape():
-    assert "hunter2hunter2" not in redact("bad key hunter2hunter2", "hunter2hunter2")
+    secret = canary.PLAIN_KEY
+    assert secret in redact(f"bad key {secret}")  # no shape to recognise it by
+    assert secret not in redact(f"bad key {secret}", secret)
 
 
 def test_log_filter_redacts_messages_arguments_and_tracebacks():

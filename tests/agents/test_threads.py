@@ -22,6 +22,7 @@ from billing.estimation import prompt_tokens_estimate
 from billing.models import Usage
 from office.models import Role, Task, TaskStatus
 from office.services import task_submit
+from tests.canary import SANDBOX_KEY
 from tests.factories import RoleFactory, TaskFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -229,7 +230,7 @@ def role(sandbox) -> Role:  # type: ignore[no-untyped-def]
         label="scribe-cred",
         provider="openrouter",
         base_url=f"{sandbox.url}/api/v1",
-        raw_secret="sandbox-key",
+        raw_secret=SANDBOX_KEY,
     )
     RoleBinding.objects.create(
         role=role,

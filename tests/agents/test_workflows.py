@@ -29,6 +29,7 @@ from billing.catalog import catalog_parse, catalog_sync
 from billing.models import Budget, CatalogModel, Usage, UsageStatus
 from office.models import Role, Task, TaskKind, TaskStatus
 from office.services import api_token_create, task_submit
+from tests.canary import PLAIN_KEY, SANDBOX_KEY
 from tests.factories import RoleFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -61,7 +62,7 @@ def models() -> dict[str, CatalogModel]:
     return {model.slug: model for model in CatalogModel.objects.all()}
 
 
-def bound_role(sandbox, model: CatalogModel, slug: str, *, secret: str = "sandbox-key") -> Role:
+def bound_role(sandbox, model: CatalogModel, slug: str, *, secret: str = SANDBOX_KEY) -> Role:
     role = Role.objects.create(slug=slug, name=slug.title(), system_prompt=f"You are the {slug}.")
     credential = credential_create(
         label=f"{slug} key",
@@ -191,7 +192,7 @@ def test_every_transition_is_safe_to_run_twice(roles):
 
 
 def test_a_failed_spec_step_fails_the_parent_with_its_reason(sandbox, models):
-    strategy = bound_role(sandbox, models[PREMIUM], "architect", secret="wrong-key")
+    strategy = bound_role(sandbox, models[PREMIUM], "architect", secret=PLAIN_KEY)
     execution = bound_role(sandbox, models[MID_TIER], "coder")
 
     parent = run_through(submit((strategy, execution)))
@@ -203,7 +204,7 @@ def test_a_failed_spec_step_fails_the_parent_with_its_reason(sandbox, models):
         f"The spec step (task #{spec.pk}, role 'architect') ended failed: "
     )
     assert "HTTP 401" in parent.error
-    assert "wrong-key" not in parent.error
+    assert PLAIN_KEY not in parent.error
     assert not Task.objects.filter(parent=parent, kind=TaskKind.EXECUTE).exists()
 
 

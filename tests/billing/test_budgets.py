@@ -34,6 +34,7 @@ from billing.models import (
 )
 from billing.pricing import UnitPrices
 from office.models import Role, Task, TaskStatus
+from tests.canary import SANDBOX_KEY
 
 pytestmark = pytest.mark.django_db
 
@@ -77,7 +78,7 @@ def role(sandbox, catalog) -> Role:
         label="sandbox",
         provider="openrouter",
         base_url=f"{sandbox.url}/api/v1",
-        raw_secret="sandbox-key",
+        raw_secret=SANDBOX_KEY,
     )
     RoleBinding.objects.create(
         role=role,

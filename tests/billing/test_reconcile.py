@@ -19,6 +19,7 @@ from agents.services import credential_create
 from billing.catalog import catalog_parse, catalog_sync
 from billing.models import CatalogModel, Usage, UsageStatus
 from office.models import Role, Task, TaskStatus
+from tests.canary import SANDBOX_KEY
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +36,7 @@ def calls(sandbox) -> list[dict]:
     role = Role.objects.create(slug="clerk", name="Clerk")
     credential = credential_create(
         label="sandbox", provider="openrouter", base_url=f"{sandbox.url}/api/v1",
-        raw_secret="sandbox-key",
+        raw_secret=SANDBOX_KEY,
     )  # fmt: skip
     RoleBinding.objects.create(
         role=role, model=CatalogModel.objects.get(slug=MODEL), credential=credential,

@@ -16,18 +16,21 @@ from agents.services import credential_create
 from billing.catalog import catalog_parse, catalog_sync
 from billing.models import CatalogModel
 from office.models import Role
+from tests.canary import SANDBOX_KEY, RunScan
 from tests.processes import OfficeProcess, start_beat, start_worker
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="session")
-def clean_broker() -> None:
-    """Drop messages a previous run left on a Redis broker (the SQLite one is per run)."""
+def clean_broker(canary_scan: RunScan) -> None:
+    """Drop messages a previous run left on a Redis broker (the SQLite one is per run).
+    What the tests before these wrote there is scanned for canaries first."""
     url = settings.CELERY_BROKER_URL
     if url.startswith(("redis://", "rediss://")):
         import redis
 
+        canary_scan.scan_redis(url)
         redis.Redis.from_url(url).flushdb()
 
 
@@ -72,7 +75,7 @@ def bind_role(
     model: CatalogModel,
     provider: str,
     base_url: str,
-    secret: str = "sandbox-test-key",
+    secret: str = SANDBOX_KEY,
     system_prompt: str = "You are a test role.",
 ) -> Role:
     role = Role.objects.create(slug=slug, name=slug.title(), system_prompt=system_prompt)

@@ -20,6 +20,7 @@ from billing.models import CatalogModel, Usage, UsageStatus
 from office.models import Role, Task, TaskStatus
 from office.services import task_submit
 from tests import processes
+from tests.canary import SANDBOX_KEY
 from tests.e2e.test_task_flow import wait_for_terminal
 from tests.processes import OfficeProcess
 
@@ -71,7 +72,7 @@ def credential(sandbox, label: str, provider: str = "openrouter") -> Credential:
         label=label,
         provider=provider,
         base_url=sandbox.url + WIRES[provider],
-        raw_secret="sandbox-routing-key",
+        raw_secret=SANDBOX_KEY,
         is_simulated=True,
     )
 

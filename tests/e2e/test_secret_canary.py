@@ -10,14 +10,15 @@ from agents.models import Credential
 from billing.models import Usage
 from office.models import TaskStatus
 from office.services import api_token_create, task_submit
+from tests.canary import OPENROUTER_KEY
 from tests.e2e.conftest import bind_role
 from tests.e2e.test_task_flow import wait_for_terminal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-# Key-shaped (so the sandbox rejects it with a 401 that echoes it verbatim, as real
-# providers do) and unique, so any hit is this test's.
-CANARY = "sk-or-v1-canary-5f1c0ffee5e1f00d"
+# Not a sandbox key, so the sandbox rejects it with a 401 that echoes it verbatim, as real
+# providers do. The run's canary scan (tests/canary.py) also looks for it everywhere else.
+CANARY = OPENROUTER_KEY
 
 
 def test_canary_key_never_leaves_the_credential(
