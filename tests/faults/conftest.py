@@ -13,6 +13,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,9 +213,12 @@ def fault_office(
     django_db_setup: None,
     django_db_blocker: object,
     sandbox: Sandbox,
-    tmp_path_factory: pytest.TempPathFactory,
+    process_log_dir: Path,
 ) -> Iterator[FaultOffice]:
-    process_log_dir = tmp_path_factory.mktemp("fault-office")
+    # Its own folder (one scenario's logs read together), inside the one the secret
+    # canary scan reads after the run.
+    process_log_dir = process_log_dir / f"fault-office-{uuid.uuid4().hex[:6]}"
+    process_log_dir.mkdir()
     redis = RedisServer(process_log_dir)
     env = {**FAULT_CLOCKS, "CELERY_BROKER_URL": redis.url}
     beat = start_beat(process_log_dir, env=env)
