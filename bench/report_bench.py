@@ -29,8 +29,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -549,43 +548,6 @@ def month_fill(
     return Fill(calls=tasks * calls_per_task, first_task_id=first_task, tasks=tasks)
 
 
-@contextmanager
-def secondary_indexes_deferred(table: str) -> Iterator[None]:
-    """Drop `table`'s indexes and unique constraints but its primary key, and build them
-    again on the way out.
-
-    Ten million inserts into each of nine indexes cost several times the inserts
-    themselves; one sorted build per index afterwards (on parallel workers) costs a
-    fraction of that, and leaves the same schema.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conrelid = %s::regclass AND contype = 'u'",
-            [table],
-        )
-        constraints = cursor.fetchall()
-        cursor.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND indexname "
-            "NOT IN (SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass)",
-            [table, table],
-        )
-        indexes = cursor.fetchall()
-        for name, _ in constraints:
-            cursor.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}"')
-        for name, _ in indexes:
-            cursor.execute(f'DROP INDEX "{name}"')
-    try:
-        yield
-    finally:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SET LOCAL maintenance_work_mem = '1GB'")
-            for _, definition in indexes:
-                cursor.execute(definition)
-            for name, definition in constraints:
-                cursor.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {definition}')
-
-
 def rollups_fill(*, start: date, end: date) -> int:
     """Replace the rollups of local days [start, end) with sums over the ledger, in SQL.
 
@@ -755,7 +717,7 @@ def main() -> None:
     if connection.vendor != "postgresql":
         sys.exit("report_bench needs PostgreSQL: set DATABASE_URL=postgres://... (not SQLite).")
 
-    from databases import database_recreate
+    from databases import database_recreate, secondary_indexes_deferred
     from results import result_print
 
     from billing.reports import month_days
