@@ -10,8 +10,9 @@ the office as the Procfile does (bench/live_office.py): the sandbox provider at 
 latency (1 s: a short answer from a real model), PgBouncer, gunicorn, one Celery worker
 (threads pool, --slots threads, both queues) and beat, on the demo office. A load
 generator submits tasks through the agent API (POST /api/tasks/) and keeps --in-flight
-of them in flight (default: the slots and a quarter more, so the worker never waits for
-work), learning from the database when one ends.
+of them in flight (default: the slots and a tenth more, so the worker never waits for
+work, and the queue left to drain at the end stays short), learning from the database
+when one ends.
 
 - **Throughput and concurrency** (issue 6 part 3), over the soak after its warm-up:
   tasks ended per second, and the calls the sandbox held at once (from its request log:
@@ -100,17 +101,17 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=200, help="threads per worker")
     parser.add_argument("--latency", type=float, default=1.0, help="sandbox latency, s")
     parser.add_argument(
-        "--in-flight", type=int, default=0, help="tasks kept in flight per worker (0: slots x 1.25)"
+        "--in-flight", type=int, default=0, help="tasks kept in flight per worker (0: slots x 1.1)"
     )
-    parser.add_argument("--scale-warmup", type=float, default=15)
-    parser.add_argument("--scale-seconds", type=float, default=30)
+    parser.add_argument("--scale-warmup", type=float, default=10)
+    parser.add_argument("--scale-seconds", type=float, default=25)
     parser.add_argument("--growth-bound", type=float, default=10.0, help="RSS growth, %%")
     parser.add_argument("--connections", type=int, default=8, help="generator connections")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=32)
     parser.add_argument("--pool", type=int, default=20, help="PgBouncer server connections")
     args = parser.parse_args()
-    per_worker = args.in_flight or int(args.slots * 1.25)
+    per_worker = args.in_flight or int(args.slots * 1.1)
 
     import django
 
