@@ -38,8 +38,16 @@ migrations-check: $(STAMP)
 
 ci: lint migrations-check test
 
+# Every benchmark against PostgreSQL and Redis (bench/run_all.py, about 15 minutes): a
+# table of figures against targets, and docs/benchmarks.md's generated section rewritten.
+# DATABASE_URL / CELERY_BROKER_URL override the defaults (roster_bench_* databases on
+# 127.0.0.1, Redis database 12); BENCH_ARGS passes options (e.g. "--soak 60 --no-doc").
+# PgBouncer (Debian's package) fronts PostgreSQL for the live benchmarks, whose 200 worker
+# threads need more connections than max_connections allows.
 bench: $(STAMP)
-	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-bench} $(BIN)/python bench/sandbox_capacity.py
+	@command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || \
+		(echo "PgBouncer is missing; installing it" && apt-get update -q && apt-get install -y -q pgbouncer)
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

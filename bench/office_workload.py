@@ -51,10 +51,12 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.request import Request, urlopen
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from results import result_print  # noqa: E402
 
 from billing.money import EXACT, money_mul, money_sum  # noqa: E402 (pure Decimal; needs no Django)
 
@@ -398,13 +400,13 @@ class PageServer:
 # --- Processes and databases (parent) -------------------------------------------------------
 
 
-def sandbox_start(log_dir: Path) -> tuple[subprocess.Popen[str], str]:
+def sandbox_start(log_dir: Path, name: str) -> tuple[subprocess.Popen[str], str]:
     """The real sandbox provider process on a free port. Returns it and its base URL."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("DJANGO_SECRET_KEY", "bench")
     server = subprocess.Popen(
         [sys.executable, "manage.py", "sandbox_provider", "--port", "0",
-         "--log-file", str(log_dir / "sandbox-requests.jsonl")],
+         "--log-file", str(log_dir / f"sandbox-requests-{name}.jsonl")],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert server.stdout is not None
@@ -416,20 +418,20 @@ def sandbox_start(log_dir: Path) -> tuple[subprocess.Popen[str], str]:
     return server, f"http://{match[1]}:{match[2]}"
 
 
-def database_url(base: str | None, workdir: Path) -> str:
-    """The database each configuration recreates in turn (A's is gone when B runs)."""
+def database_url(base: str | None, workdir: Path, config: str) -> str:
+    """The configuration's own database: the two replays run at the same time."""
     if not base:
-        return f"sqlite:///{workdir / 'workload.sqlite3'}"
+        return f"sqlite:///{workdir / f'workload-{config}.sqlite3'}"
     if not base.startswith(("postgres://", "postgresql://")):
         raise SystemExit("DATABASE_URL must be postgres://... (or unset, for SQLite)")
-    return base
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=f"{parts.path}_{config.lower()}"))
 
 
-def child_run(*, config: str, database_url: str, args: argparse.Namespace, sandbox: str,
-              pages: str, workdir: Path) -> dict[str, Any]:  # fmt: skip
-    """Replay the week under one configuration in its own process (its own database and
-    Django settings). Returns what it measured."""
-    out = workdir / f"result-{config}.json"
+def child_start(*, config: str, database_url: str, args: argparse.Namespace, sandbox: str,
+                pages: str, workdir: Path) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Replay the week under one configuration in its own process (its own database,
+    sandbox and Django settings); its figures land in result-CONFIG.json."""
     env = dict(
         os.environ,
         DATABASE_URL=database_url,
@@ -441,17 +443,12 @@ def child_run(*, config: str, database_url: str, args: argparse.Namespace, sandb
     env.setdefault("DJANGO_SECRET_KEY", "bench")
     env.setdefault("ROSTER_FERNET_KEYS", "x4SWdW0nE9qRk1a5ub8UTSSTvPDkA7zdeXtXwEbx1Xs=")
     (workdir / f"var-{config}").mkdir(exist_ok=True)
-    # Each configuration starts with the sandbox's prompt caches cold.
-    urlopen(Request(f"{sandbox}/_sandbox/reset", method="POST"), timeout=10).close()
     command = [
         sys.executable, __file__, "--child", config, "--seed", str(args.seed),
-        "--premium", args.premium, "--sandbox", sandbox, "--pages", pages, "--out", str(out),
+        "--premium", args.premium, "--sandbox", sandbox, "--pages", pages,
+        "--out", str(workdir / f"result-{config}.json"),
     ]  # fmt: skip
-    started = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, env=env, check=True)
-    result: dict[str, Any] = json.loads(out.read_text())
-    result["wall_seconds"] = time.perf_counter() - started
-    return result
+    return subprocess.Popen(command, cwd=ROOT, env=env)
 
 
 # --- One configuration (child) --------------------------------------------------------------
@@ -465,20 +462,15 @@ def database_recreate() -> None:
     if db["ENGINE"] == "django.db.backends.sqlite3":
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db['NAME']}{suffix}").unlink(missing_ok=True)
-    else:
-        import psycopg
+        django.setup()
+        from django.core.management import call_command
 
-        with psycopg.connect(
-            host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432,
-            user=db["USER"] or "postgres", password=db["PASSWORD"] or None,
-            dbname="postgres", autocommit=True,
-        ) as conn:  # fmt: skip
-            conn.execute(f'DROP DATABASE IF EXISTS "{db["NAME"]}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{db["NAME"]}"')
+        call_command("migrate", verbosity=0)
+        return
     django.setup()
-    from django.core.management import call_command
+    from databases import database_recreate as postgres_recreate
 
-    call_command("migrate", verbosity=0)
+    postgres_recreate()
 
 
 def office_configure(*, config: str, sandbox: str, premium_slug: str) -> None:
@@ -718,6 +710,23 @@ def report(results: dict[str, dict[str, Any]], *, premium_slug: str) -> bool:
         f"{percent(share)} (target >= {percent(TARGET_HELPER_SHARE)}: "
         f"{'pass' if share >= TARGET_HELPER_SHARE else 'FAIL'})"
     )
+    consistent = all(results[config]["rebuild_differences"] == 0 for config in "AB")
+    note = "" if consistent else "rollups differ from a rebuild from the ledger"
+    result_print(
+        benchmark=f"office week: Roster against one premium model ({premium_slug})",
+        target=f">= {percent(TARGET_REDUCTION)} cheaper",
+        figure=f"{percent(headline)} cheaper (${roster} against ${premium.reads}; "
+        f"{percent(reduction(premium.paid))} against A's paid calls alone)",
+        passed=headline >= TARGET_REDUCTION and consistent,
+        note=note,
+    )
+    result_print(
+        benchmark="office week: the local helper's share of Roster's tokens",
+        target=f">= {percent(TARGET_HELPER_SHARE)}",
+        figure=f"{percent(share)} ({helper_tokens:,} of {all_tokens:,} tokens)",
+        passed=share >= TARGET_HELPER_SHARE and consistent,
+        note=note,
+    )
     return headline >= TARGET_REDUCTION and share >= TARGET_HELPER_SHARE
 
 
@@ -741,21 +750,36 @@ def main() -> None:
     print(week_summary(turns))
     with tempfile.TemporaryDirectory(prefix="roster-workload-") as tmp:
         workdir = Path(tmp)
-        sandbox, sandbox_url = sandbox_start(workdir)
         pages = PageServer(args.seed)
+        sandboxes = {}
         try:
-            url = database_url(os.environ.get("DATABASE_URL"), workdir)
-            results = {
-                config: child_run(config=config, database_url=url, args=args,
-                                  sandbox=sandbox_url, pages=pages.url, workdir=workdir)
+            # The two configurations replay at the same time, each with a sandbox of its
+            # own (its prompt caches start cold, as they would alone): the figures are
+            # costs, which do not depend on the time taken.
+            children = {}
+            for config in "AB":
+                sandboxes[config], sandbox_url = sandbox_start(workdir, config)
+                children[config] = child_start(
+                    config=config,
+                    database_url=database_url(os.environ.get("DATABASE_URL"), workdir, config),
+                    args=args,
+                    sandbox=sandbox_url,
+                    pages=pages.url,
+                    workdir=workdir,
+                )
+            for config, child in children.items():
+                if child.wait() != 0:
+                    raise SystemExit(f"config {config}'s replay failed (exit {child.returncode})")
+            results: dict[str, dict[str, Any]] = {
+                config: json.loads((workdir / f"result-{config}.json").read_text())
                 for config in "AB"
-            }  # fmt: skip
+            }
         finally:
             pages.stop()
-            sandbox.terminate()
-            sandbox.wait(timeout=10)
-    ok = report(results, premium_slug=args.premium)
-    print(f"RESULT {'pass' if ok else 'FAIL'}")
+            for sandbox in sandboxes.values():
+                sandbox.terminate()
+                sandbox.wait(timeout=10)
+    report(results, premium_slug=args.premium)
 
 
 if __name__ == "__main__":

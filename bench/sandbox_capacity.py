@@ -7,6 +7,9 @@ the measured window, plus the CPU the server and the clients used: a server near
 one core with clients below it means the figure is the server's, not the generator's.
 
     .venv/bin/python bench/sandbox_capacity.py [--duration 10] [--clients 1] [--connections 32]
+
+Target: at least 2,000 requests/s, so that it is never the bottleneck of a benchmark
+(bench/run_all.py shows each benchmark's request rate beside it).
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from results import result_print
+
 ROOT = Path(__file__).resolve().parent.parent
+TARGET_RPS = 2000  # the walking office's target: the sandbox never bottlenecks a benchmark
 READY_LINE = re.compile(r"listening on http://([^:]+):(\d+)")
 
 PAYLOAD = {
@@ -208,7 +214,17 @@ def main() -> None:
         f"server CPU: {100 * server_cpu / args.duration:.0f}% of one core; "
         f"clients CPU: {100 * client_cpu / args.duration:.0f}% of one core"
     )
-    print(f"sandbox capacity: {completed / args.duration:,.0f} requests/s")
+    rate = completed / args.duration
+    print(f"sandbox capacity: {rate:,.0f} requests/s")
+    result_print(
+        benchmark="sandbox provider capacity (non-streaming chat completion with cost)",
+        target=f">= {TARGET_RPS:,} requests/s",
+        figure=f"{rate:,.0f} requests/s (server {100 * server_cpu / args.duration:.0f} % of "
+        f"one core, client {100 * client_cpu / args.duration:.0f} %)",
+        passed=rate >= TARGET_RPS and failed == 0,
+        note="" if failed == 0 else f"{failed} answers other than 200",
+        sandbox_rps=rate,  # here the rate it was sent is its capacity
+    )
 
 
 if __name__ == "__main__":
