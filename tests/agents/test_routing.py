@@ -618,7 +618,7 @@ def test_admin_posting_the_binding_alone_checks_the_policy_against_saved_candida
 
 @pytest.fixture
 def api() -> APIClient:
-    _, raw = api_token_create(user=UserFactory(), name="agent")
+    _, raw = api_token_create(user=UserFactory(groups=["staff"]), name="agent")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     return client

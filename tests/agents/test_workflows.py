@@ -263,7 +263,7 @@ def test_the_sweeper_leaves_a_running_workflow_alone_and_ends_it_when_a_step_is_
 
 @pytest.fixture
 def api():
-    user = UserFactory()
+    user = UserFactory(groups=["staff"])
     _, raw = api_token_create(user=user, name="agent")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")

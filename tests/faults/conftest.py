@@ -91,8 +91,9 @@ class Workers:
     systemd or Kubernetes would), so that faults can kill them at will.
 
     With `failpoints`, each new worker is armed with the next point of the list in turn
-    (at `chance` per passage), until `kills` workers have died: then workers start
-    unarmed and `kill_one` refuses, so that the office can finish its work.
+    (at `chance` per passage), until `kills` workers have died at them: then workers start
+    unarmed. `kill_one` kills from outside, `external` times at most. Both budgets bound
+    the faults, so that the office can finish its work.
     """
 
     def __init__(
@@ -105,9 +106,11 @@ class Workers:
         failpoints: tuple[str, ...] = (),
         chance: float = 0.0,
         kills: int = 0,
+        external: int = 0,
     ):
         self._log_dir, self._env, self._concurrency = log_dir, env, concurrency
         self._failpoints, self._chance, self.kills = failpoints, chance, kills
+        self.external = external  # how many kill_one may make
         self._armed = 0
         self._lock = threading.Lock()
         self.live: list[OfficeProcess] = []
@@ -122,7 +125,8 @@ class Workers:
 
     @property
     def killing(self) -> bool:
-        return len(self.dead) < self.kills
+        """Whether new workers are still armed: fewer than `kills` died at failpoints."""
+        return len(self.dead) - self.external_kills < self.kills
 
     def _start(self) -> OfficeProcess:
         env = dict(self._env)
@@ -156,7 +160,7 @@ class Workers:
     def kill_one(self) -> bool:
         """SIGKILL a random live worker (the supervisor replaces it)."""
         with self._lock:
-            if not self.killing:
+            if self.external_kills >= self.external:
                 return False
             # One that has worked a while: a worker killed as it starts kills nothing.
             running = [

@@ -19,7 +19,8 @@ from tests.faults.conftest import bind_role
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
 TASKS = 80
-KILLS = 28
+KILLS = 20  # at failpoints
+EXTERNAL_KILLS = 6
 
 
 def test_workers_killed_at_every_point_of_a_task(fault_office, catalog, tally):
@@ -42,6 +43,7 @@ def test_workers_killed_at_every_point_of_a_task(fault_office, catalog, tally):
         failpoints=("task_claimed", "call_opened", "call_answered", "call_settled"),
         chance=0.25,
         kills=KILLS,
+        external=EXTERNAL_KILLS,
     )
     stop = threading.Event()
 
@@ -78,9 +80,8 @@ def test_workers_killed_at_every_point_of_a_task(fault_office, catalog, tally):
         [p for p in audit.problems if "stuck" not in p][:5],
         audit.problems[:3],
     )
-    kills = sum(failpoint_kills.values()) + workers.external_kills
-    assert kills >= KILLS, f"only {kills} kills landed: {failpoint_kills}"
-    assert workers.external_kills >= 4  # some land in the middle of calls
+    assert sum(failpoint_kills.values()) >= KILLS, failpoint_kills
+    assert workers.external_kills >= EXTERNAL_KILLS // 2  # most land in the middle of calls
     # The kills landed where they were meant to: before, around and after the call.
     assert set(failpoint_kills) == {"task_claimed", "call_opened", "call_answered", "call_settled"}
     assert audit.estimated_charged > 0  # an answered call whose worker died is still billed
