@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -339,6 +340,7 @@ class LoadState:
     tasks: list[Submitted] = field(default_factory=list)
     in_flight: int = 0  # submitted (or being submitted) and not seen ended
     http_errors: int = 0
+    reconnects: int = 0  # keep-alive connections the web server closed while idle
     http_error_samples: list[str] = field(default_factory=list)
     ended: int = 0
     api_latencies: list[float] = field(default_factory=list)
@@ -371,14 +373,19 @@ class LoadGenerator:
         self.state = LoadState()
         self._open: dict[int, Submitted] = {}
         self._room = asyncio.Event()
+        self._numbers = 0  # the next task's number (its prompt and idempotency key)
+        self._run = uuid.uuid4().hex[:8]
 
     def _request(self, number: int) -> bytes:
         body = json.dumps(
             {"role": ROLE, "prompt": self.prompt(number), "max_tokens": self.max_tokens}
         ).encode()
+        # A request that has to be sent again on a new connection (below) must not make a
+        # second task: the API's idempotency key makes the resend answer with the first.
         head = (
             f"POST /api/tasks/ HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             f"Authorization: Bearer {self.token}\r\nContent-Type: application/json\r\n"
+            f"Idempotency-Key: bench-{self._run}-{number}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         )
         return head.encode() + body
@@ -393,11 +400,23 @@ class LoadGenerator:
                         await asyncio.wait_for(self._room.wait(), timeout=0.5)
                     continue
                 self.state.in_flight += 1
-                number = len(self.state.tasks) + self.state.http_errors
+                number = self._numbers
+                self._numbers += 1
                 request = self._request(number)
                 submitted = time.time()
-                writer.write(request)
-                status, body = await _read_response(reader)
+                for attempt in range(3):
+                    try:
+                        writer.write(request)
+                        status, body = await _read_response(reader)
+                        break
+                    except (asyncio.IncompleteReadError, ConnectionError):
+                        # gunicorn closes a keep-alive connection left idle for its
+                        # keep-alive time (2 s), as the queue can leave one here.
+                        writer.close()
+                        if attempt == 2:
+                            raise
+                        self.state.reconnects += 1
+                        reader, writer = await asyncio.open_connection(self.host, self.port)
                 created = time.time()
                 if status != 201:
                     self.state.in_flight -= 1

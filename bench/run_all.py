@@ -364,7 +364,7 @@ def section(
         )
     capacity = sandbox_capacity(runs)
     offered = [
-        (item.benchmark.script, float(result["sandbox_rps"]))
+        (result["benchmark"], float(result["sandbox_rps"]))
         for item in runs
         if item.benchmark.name != "sandbox"
         for result in item.results
@@ -379,8 +379,8 @@ def section(
             "| benchmark | requests/s sent to the sandbox | share of its capacity |",
             "|---|---|---|",
         ]
-        for script, rate in offered:
-            lines.append(f"| `{script}` | {rate:,.1f} | {100 * rate / capacity:.1f} % |")
+        for label, rate in offered:
+            lines.append(f"| {cell(label)} | {rate:,.1f} | {100 * rate / capacity:.1f} % |")
     lines += [
         "",
         "| script | exact command | time | load average before, after |",

@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--scale-warmup", type=float, default=10)
     parser.add_argument("--scale-seconds", type=float, default=25)
     parser.add_argument("--growth-bound", type=float, default=10.0, help="RSS growth, %%")
-    parser.add_argument("--connections", type=int, default=8, help="generator connections")
+    parser.add_argument("--connections", type=int, default=16, help="generator connections")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=32)
     parser.add_argument("--pool", type=int, default=20, help="PgBouncer server connections")
@@ -192,6 +192,10 @@ def main() -> None:
                     # In a thread: Django refuses its ORM inside a running event loop.
                     marks.samples.append(await asyncio.to_thread(sample))  # type: ignore[union-attr]
 
+            async def until_full(deadline: float) -> None:
+                while generator.state.in_flight < 0.95 * target[0] and time.time() < deadline:
+                    await asyncio.sleep(0.5)
+
             start = marks.load_start
             await until(start + args.warmup)
             marks.steady = await asyncio.to_thread(sample)
@@ -204,6 +208,8 @@ def main() -> None:
             workers.append(second)
             children.append(second)
             target[0] = 2 * per_worker
+            # The generator fills the second worker's share at the API's pace first.
+            await until_full(time.time() + 60)
             await until(time.time() + args.scale_warmup)
             marks.scaled = await asyncio.to_thread(sample)
             await until(time.time() + args.scale_seconds)
@@ -265,7 +271,7 @@ def checks(generator: live.LoadGenerator, sandbox_log: Path) -> list[str]:
     print(
         f"checked: {len(state.tasks)} tasks submitted, {statuses}; {len(rows)} provider calls "
         f"in the ledger, {len(answered)} answered by the sandbox, {unsettled} unsettled, "
-        f"{state.http_errors} HTTP errors"
+        f"{state.http_errors} HTTP errors, {state.reconnects} idle connections reopened"
     )
     return problems
 
@@ -318,7 +324,8 @@ def report(
     print("  CPU per task (ms): " + ", ".join(f"{name} {ms:.1f}" for name, ms in cpu.items()))
     print(
         f"two workers over {scale_end.at - scaled.at:.0f} s: {two:.1f} tasks/s "
-        f"({two / one:.2f} x one); calls in flight mean {mean_calls_2:.1f}, max {max_calls_2}"
+        f"({two / one:.2f} x one; {scaled.in_flight} tasks in flight when measured); calls in "
+        f"flight mean {mean_calls_2:.1f}, max {max_calls_2}"
     )
     growth = {
         "web": (steady.web_rss, soak_end.web_rss),
